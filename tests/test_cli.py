@@ -1,0 +1,50 @@
+"""The installed `wronai` console script, run as a user would run it."""
+import shutil, subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wronai.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def wronai(*args):
+    exe = shutil.which("wronai")
+    assert exe, "the wronai console script is not installed (pip install -e .)"
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+@pytest.mark.parametrize("cfg", ["configs/quick_test.yaml", "configs/default.yaml"])
+def test_shipped_configs_check(cfg):
+    r = wronai("config", "check", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+
+def test_show_prints_the_resolved_config():
+    r = wronai("config", "show", "configs/default.yaml")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout) == load_config(ROOT/"configs/default.yaml").to_dict()
+
+@pytest.mark.parametrize("text,named", [
+    ("lora: {r: 0}\n", "lora.r"),
+    ("lora:\n  lora_alpah: 16\n", "lora.lora_alpah"),
+    ("trainig:\n  max_steps: 3\n", "trainig"),
+    ("quantization: {bnb_4bit_quant_type: int4}\n", "quantization.bnb_4bit_quant_type"),
+    ("lora: {r: 16\n", "not valid YAML"),
+])
+def test_bad_config_exits_2_and_names_the_key(tmp_path, text, named):
+    f = tmp_path/"bad.yaml"; f.write_text(text)
+    r = wronai("config", "check", f)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert named in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+def test_missing_file_exits_2(tmp_path):
+    r = wronai("config", "check", tmp_path/"nope.yaml")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+
+def test_overrides_apply_and_are_validated():
+    r = wronai("config", "show", "configs/quick_test.yaml", "--set", "training.max_steps=7")
+    assert r.returncode == 0 and yaml.safe_load(r.stdout)["training"]["max_steps"] == 7
+    r = wronai("config", "check", "configs/quick_test.yaml", "--set", "lora.lora_dropout=1")
+    assert r.returncode == 2 and "lora.lora_dropout" in r.stderr

@@ -1,0 +1,18 @@
+"""Every notebook in nbs/ runs as a test, each in its own interpreter so that state and memory do not leak."""
+import os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startswith("_"))
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 4, NOTEBOOKS
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(nb):
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run([sys.executable, str(ROOT/"tests"/"_run_nb.py"), str(nb)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=3600)
+    assert r.returncode == 0, f"{nb.name} failed:\n{r.stdout[-5000:]}\n{r.stderr[-20000:]}"

@@ -1,0 +1,31 @@
+"""The repository is consistent: one notebook per module, README generated from nbs/index.ipynb."""
+import json, re, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def default_exps():
+    out = {}
+    for nb in sorted((ROOT/"nbs").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            m = re.search(r"^#\|\s*default_exp\s+(\S+)", "".join(cell["source"]), re.M)
+            if m: out.setdefault(m.group(1), []).append(nb.name)
+    return out
+
+def test_one_notebook_per_module():
+    exps = default_exps()
+    assert {"config", "models", "cli"} <= set(exps)
+    assert all(len(v) == 1 for v in exps.values()), exps
+    for mod in exps: assert (ROOT/"wronai"/f"{mod.replace('.', '/')}.py").exists(), mod
+
+def test_every_module_comes_from_a_notebook():
+    mods = {p.stem for p in (ROOT/"wronai").glob("*.py")} - {"__init__", "_modidx"}
+    assert mods <= set(default_exps()), mods - set(default_exps())
+
+def test_readme_is_generated_from_index():
+    r = subprocess.run([sys.executable, str(ROOT/"scripts"/"make_readme.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+def test_readme_names_the_commands():
+    text = (ROOT/"README.md").read_text(encoding="utf-8")
+    assert "make test" in text and "wronai config check" in text
