@@ -3,7 +3,7 @@ PY ?= python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test clean-nbs
+.PHONY: install test clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -17,3 +17,6 @@ test: install
 
 clean-nbs:
 	nbdev_clean && nbdev_export && $(PY) scripts/make_readme.py
+
+outputs:  ## re-run every notebook so its saved outputs are current (skips #| gpu and #| slow cells)
+	$(PY) scripts/execute_nbs.py nbs/*.ipynb && $(MAKE) clean-nbs
