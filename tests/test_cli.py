@@ -48,3 +48,17 @@ def test_overrides_apply_and_are_validated():
     assert r.returncode == 0 and yaml.safe_load(r.stdout)["training"]["max_steps"] == 7
     r = wronai("config", "check", "configs/quick_test.yaml", "--set", "lora.lora_dropout=1")
     assert r.returncode == 2 and "lora.lora_dropout" in r.stderr
+
+def test_data_build_is_deterministic(tmp_path):
+    for d in ("a", "b"):
+        r = wronai("data", "build", "--out", tmp_path/d)
+        assert r.returncode == 0, r.stderr
+        assert "total" in r.stdout
+    for f in ("train.jsonl", "test.jsonl", "README.md", "stats.json"):
+        assert (tmp_path/"a"/f).read_bytes() == (tmp_path/"b"/f).read_bytes(), f
+
+def test_prepare_data_script(tmp_path):
+    import sys
+    r = subprocess.run([sys.executable, "scripts/prepare_data.py", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/"train.jsonl").stat().st_size > 0

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['parser', 'main']
 
-# %% ../nbs/09_cli.ipynb #5a607b25
+# %% ../nbs/09_cli.ipynb #be53ac90
 import argparse, sys
 
 from .config import ConfigError, load_config
 
-# %% ../nbs/09_cli.ipynb #8d089a86
+# %% ../nbs/09_cli.ipynb #bcb61f1e
 def _config_show(args):
     "Print the resolved config as YAML."
     print(load_config(args.config, args.set).to_yaml(), end="")
@@ -32,12 +32,33 @@ def _add_config(sub):
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.max_steps=10")
         q.set_defaults(func=fn)
 
-# %% ../nbs/09_cli.ipynb #a3cf8a1b
+# %% ../nbs/09_cli.ipynb #41efa1df
+def _data_build(args):
+    "Build polish-instruct and print counts per family."
+    from wronai.polish_instruct import build
+    out = args.out
+    stats = build(out, seed=args.seed)
+    for fam, v in stats["families"].items():
+        print(f"{fam:<24} {v['train_examples']:>6} train  {v['test_examples']:>4} test  ({v['rejected_unknown_words']} rejected: unknown words)")
+    print(f"{'total':<24} {stats['train_examples']:>6} train  {stats['test_examples']:>4} test  -> {out or 'the wronai cache (datasets/polish-instruct)'}")
+    return 0
+
+def _add_data(sub):
+    "Register `wronai data build`."
+    p = sub.add_parser("data", help="build datasets")
+    dsub = p.add_subparsers(dest="action", required=True)
+    q = dsub.add_parser("build", help="build the polish-instruct dataset offline")
+    q.add_argument("--out", default=None, help="output folder (default: ~/.cache/wronai/datasets/polish-instruct)")
+    q.add_argument("--seed", type=int, default=42, help="seed; the same seed gives byte-identical files")
+    q.set_defaults(func=_data_build)
+
+# %% ../nbs/09_cli.ipynb #f330bdaa
 def parser():
     "The `wronai` argument parser."
     p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, models, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
+    _add_data(sub)
     return p
 
 def main(argv=None):
