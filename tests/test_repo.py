@@ -14,7 +14,7 @@ def default_exps():
 
 def test_one_notebook_per_module():
     exps = default_exps()
-    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "cli"} <= set(exps)
+    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "data", "cli"} <= set(exps)
     assert all(len(v) == 1 for v in exps.values()), exps
     for mod in exps: assert (ROOT/"wronai"/f"{mod.replace('.', '/')}.py").exists(), mod
 
