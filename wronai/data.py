@@ -6,7 +6,7 @@
 __all__ = ['READERS', 'PREFIX_BROKEN', 'read_dataset', 'DataReport', 'normalize', 'clean', 'split', 'render', 'encode',
            'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'load_data', 'pad_collator']
 
-# %% ../nbs/05_data.ipynb #e93dfda9
+# %% ../nbs/05_data.ipynb #90dd8d22
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .tokens import format_example
 
-# %% ../nbs/05_data.ipynb #de9b3f9b
+# %% ../nbs/05_data.ipynb #585dffdd
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 def read_dataset(name, config=None, cache=None):
@@ -54,7 +54,7 @@ def _read(kind, files, where):
     except Exception as e:
         raise ValueError(f"{where}: could not read it as {kind} ({type(e).__name__}: {str(e)[:300]})") from e
 
-# %% ../nbs/05_data.ipynb #f8371637
+# %% ../nbs/05_data.ipynb #9a8fcb01
 @dataclass
 class DataReport:
     "What happened to the rows of a dataset: kept, and skipped by reason with a few examples."
@@ -104,7 +104,7 @@ def clean(rows, report=None):
         else: out.append(rec); report.kept += 1
     return out, report
 
-# %% ../nbs/05_data.ipynb #7b7eb0a8
+# %% ../nbs/05_data.ipynb #1caf07fb
 def split(ds, d):
     "`(train_rows, eval_rows)` from a DatasetDict `ds` and a config's `data` section."
     if d.train_split not in ds: raise ValueError(f"dataset has no split {d.train_split!r} (data.train_split); it has {sorted(ds)}")
@@ -112,7 +112,7 @@ def split(ds, d):
     parts = ds[d.train_split].train_test_split(test_size=d.validation_size, seed=d.seed)
     return parts["train"], parts["test"]
 
-# %% ../nbs/05_data.ipynb #4b105c07
+# %% ../nbs/05_data.ipynb #24a331a2
 def render(rec, tok, prompt_format="polish_tags"):
     "`(prompt, full_text)` of a record: Polish tags or the tokenizer's chat template."
     if "messages" in rec or prompt_format == "chat_template":
@@ -137,7 +137,7 @@ def encode(rec, tok, max_len, prompt_format="polish_tags"):
     if len(ids) > max_len: return f"longer than max_seq_length ({max_len} tokens)"
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + ids[len(p_ids):]}
 
-# %% ../nbs/05_data.ipynb #52b83530
+# %% ../nbs/05_data.ipynb #0a493f58
 def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
     "Encoded examples of `recs`; over-long ones are skipped and counted in `report`."
     report = report or DataReport()
@@ -148,7 +148,7 @@ def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
         else: out.append(ex)
     return out, report
 
-# %% ../nbs/05_data.ipynb #5ed2dd2c
+# %% ../nbs/05_data.ipynb #b2dd4299
 def real_token_share(batches):
     "Share of positions in `batches` (lists of example lengths, padded to the longest, or a fixed width) that are real tokens."
     real = sum(sum(b) for b, _ in batches)
@@ -163,14 +163,14 @@ def pack(lengths, max_len):
         else: bins.append([i]); room.append(max_len - lengths[i])
     return bins
 
-# %% ../nbs/05_data.ipynb #bdbbec98
+# %% ../nbs/05_data.ipynb #361682e6
 class PackedCollator:
     "Collate packs (lists of encoded examples) into sequences with a block-diagonal causal mask and restarting positions."
     def __init__(self, pad_token_id): self.pad = pad_token_id
 
     def __call__(self, packs):
         import torch
-        rows = [[e for e in p] for p in packs]
+        rows = packs
         T = max(sum(len(e["input_ids"]) for e in r) for r in rows)
         ids = torch.full((len(rows), T), self.pad); labels = torch.full((len(rows), T), -100)
         pos = torch.zeros((len(rows), T), dtype=torch.long); seg = torch.full((len(rows), T), -1)
@@ -187,7 +187,7 @@ class PackedCollator:
         mask = (same & causal & (seg[:, :, None] >= 0)) | torch.eye(T, dtype=torch.bool)   # padding sees itself only
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}   # mask: (B, 1, T, T)
 
-# %% ../nbs/05_data.ipynb #7f51a5ef
+# %% ../nbs/05_data.ipynb #c5f33d97
 def load_data(cfg, tok, cache=None):
     "`(train_examples, eval_examples, report)` for a `WronaiConfig`: read, split, validate and tokenize its dataset."
     d = cfg.data

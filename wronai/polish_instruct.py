@@ -6,7 +6,7 @@
 __all__ = ['CASES', 'NUMBERS', 'PRONOMINAL', 'SIZES', 'SOURCES', 'morfeusz', 'forms', 'known', 'Lemma', 'lexicon', 'fam_odmiana',
            'fam_slownie', 'fam_liczebnik_rzeczownik', 'fam_nazwy', 'fam_przymiotnik_rzeczownik', 'build', 'card']
 
-# %% ../nbs/05_polish_instruct.ipynb #78869644
+# %% ../nbs/05_polish_instruct.ipynb #69a15565
 import functools, hashlib, json, random, re
 from collections import Counter
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .models import cache_dir
 
-# %% ../nbs/05_polish_instruct.ipynb #8ca6337b
+# %% ../nbs/05_polish_instruct.ipynb #aee29c37
 CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"), "dat": ("celownik", "w celowniku"),
          "acc": ("biernik", "w bierniku"), "inst": ("narzędnik", "w narzędniku"), "loc": ("miejscownik", "w miejscowniku")}
 NUMBERS = {"sg": "liczby pojedynczej", "pl": "liczby mnogiej"}
@@ -46,7 +46,7 @@ def known(text):
     "True when morfeusz2 knows every word of `text` (no `ign` tag)."
     return all(any(a[2][2] != "ign" for a in morfeusz().analyse(w)) for w in re.findall(r"\w+", text))
 
-# %% ../nbs/05_polish_instruct.ipynb #2440bdfd
+# %% ../nbs/05_polish_instruct.ipynb #56599d9c
 @dataclass(frozen=True)
 class Lemma:
     "A dictionary word: morfeusz2 lemma id, its base form, part of speech and gender."
@@ -73,11 +73,11 @@ def lexicon(n_words=20_000):
                 seen.add(lid); adjs.append(Lemma(lid, w, "adj", ""))
     return nouns, adjs
 
-# %% ../nbs/05_polish_instruct.ipynb #a4154dfb
+# %% ../nbs/05_polish_instruct.ipynb #d319c5c8
 def _item(family, key, formal, informal, answer):
     return {"family": family, "key": f"{family}:{key}", "formal": formal, "informal": informal, "answer": answer}
 
-def fam_odmiana(nouns, rng):
+def fam_odmiana(nouns):
     "Noun declension: a noun in a given case and number."
     for n in nouns:
         for num in NUMBERS:
@@ -127,10 +127,9 @@ def fam_liczebnik_rzeczownik(nouns, rng, per_noun=3):
                               f"Proszę połączyć liczbę {n} z rzeczownikiem „{noun.base}” i zapisać całość słownie.",
                               f"Jak powiesz słownie: {n} + „{noun.base}”?", a)
 
-def fam_nazwy(rng):
+def fam_nazwy():
     "Polish names of countries and languages (CLDR) and of months."
     from babel import Locale
-    from num2words import num2words
     pl, en = Locale("pl"), Locale("en")
     for code in sorted(pl.territories):
         if len(code) == 2 and code.isalpha() and code in en.territories:
@@ -158,7 +157,7 @@ def fam_przymiotnik_rzeczownik(nouns, adjs, rng, per_pair=2, pairs=900):
                             f"Proszę uzgodnić przymiotnik „{adj.base}” z rzeczownikiem „{noun.base}” {name} {NUMBERS[num]}.",
                             f"Odmień „{adj.base} {noun.base}” {name} {NUMBERS[num]}.", f"{af} {nf}")
 
-# %% ../nbs/05_polish_instruct.ipynb #00473a13
+# %% ../nbs/05_polish_instruct.ipynb #38924335
 SIZES = {"odmiana": 1200, "liczebnik_rzeczownik": 800, "slownie": 1000, "nazwy": 10_000, "przymiotnik_rzeczownik": 900}  # items per family (at most)
 SOURCES = {
     "morfeusz2 (SGJP dictionary)": "BSD-2-Clause: forms of nouns and adjectives; every answer checked",
@@ -177,8 +176,8 @@ def build(out=None, seed=42, sizes=None, test_per_family=100):
     sizes = {**SIZES, **(sizes or {})}
     rng = random.Random(seed)
     nouns, adjs = lexicon()
-    gens = {"odmiana": lambda: fam_odmiana(nouns, rng), "liczebnik_rzeczownik": lambda: fam_liczebnik_rzeczownik(nouns, rng),
-            "slownie": lambda: fam_slownie(rng), "nazwy": lambda: fam_nazwy(rng),
+    gens = {"odmiana": lambda: fam_odmiana(nouns), "liczebnik_rzeczownik": lambda: fam_liczebnik_rzeczownik(nouns, rng),
+            "slownie": lambda: fam_slownie(rng), "nazwy": fam_nazwy,
             "przymiotnik_rzeczownik": lambda: fam_przymiotnik_rzeczownik(nouns, adjs, rng)}
     train, test, stats = [], [], {"seed": seed, "families": {}}
     for fam, gen in gens.items():
