@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['NF4_OFFSET', 'nf4_levels', 'quantize_nf4', 'dequantize_nf4', 'double_quantize', 'double_dequantize', 'scale_bits',
-           'int4_roundtrip', 'param_counts', 'memory_table', 'bnb_config', 'placement', 'load_quantized']
+           'int4_roundtrip', 'linear_shapes', 'param_counts', 'memory_table', 'bnb_config', 'placement',
+           'load_quantized']
 
-# %% ../nbs/03_quantization.ipynb #6a810495
+# %% ../nbs/03_quantization.ipynb #16a1b2e2
 import math, os
 
 import torch
 
 from .models import pick_device, pick_dtype, model_path
 
-# %% ../nbs/03_quantization.ipynb #f12d536d
+# %% ../nbs/03_quantization.ipynb #d2a03c69
 NF4_OFFSET = 0.5 * ((1 - 1 / (2 * 15)) + (1 - 1 / (2 * 16)))   # 0.96770833..., probability of the outermost level
 
 def nf4_levels(offset=NF4_OFFSET):
@@ -24,7 +25,7 @@ def nf4_levels(offset=NF4_OFFSET):
     v = torch.cat([neg, torch.zeros(1, dtype=torch.float64), pos]).sort().values
     return (v / v.max()).float()
 
-# %% ../nbs/03_quantization.ipynb #e00960eb
+# %% ../nbs/03_quantization.ipynb #9b710cb8
 def quantize_nf4(w, blocksize=64, levels=None):
     "`(packed, absmax)`: `w` as NF4 codes packed two per byte (first in the high nibble) and one fp32 absmax per block."
     levels = nf4_levels() if levels is None else levels
@@ -46,7 +47,7 @@ def dequantize_nf4(packed, absmax, shape, blocksize=64, levels=None):
     vals = torch.nn.functional.pad(levels[codes], (0, -n % blocksize)).view(-1, blocksize) * absmax[:, None]
     return vals.flatten()[:n].view(shape)
 
-# %% ../nbs/03_quantization.ipynb #6a683f65
+# %% ../nbs/03_quantization.ipynb #269e1914
 def double_quantize(absmax, code, blocksize=256):
     "`(codes, absmax2, offset)`: block absmax values as 8-bit codes of `code` (256 values) in blocks of `blocksize`."
     offset = absmax.mean()
@@ -63,12 +64,12 @@ def double_dequantize(codes, absmax2, offset, code, blocksize=256):
     vals = torch.nn.functional.pad(code[codes.long()], (0, -n % blocksize)).view(-1, blocksize) * absmax2[:, None]
     return vals.flatten()[:n] + offset
 
-# %% ../nbs/03_quantization.ipynb #2393c8b5
+# %% ../nbs/03_quantization.ipynb #0fd2c03e
 def scale_bits(double_quant, blocksize=64, blocksize2=256):
     "Bits per weight spent on block scales, with or without double quantization."
     return 8 / blocksize + 32 / (blocksize * blocksize2) if double_quant else 32 / blocksize
 
-# %% ../nbs/03_quantization.ipynb #3304e9ca
+# %% ../nbs/03_quantization.ipynb #6b377444
 def int4_roundtrip(w, blocksize=64):
     "`w` quantized to symmetric int4 (levels -7..7 times absmax/7) per block, and back."
     x = w.detach().float().flatten()
@@ -76,13 +77,19 @@ def int4_roundtrip(w, blocksize=64):
     s = blocks.abs().max(1, keepdim=True).values / 7
     return (torch.round(blocks / s) * s).flatten()[:x.numel()].view(w.shape)
 
-# %% ../nbs/03_quantization.ipynb #6ae716e8
+# %% ../nbs/03_quantization.ipynb #6cb3340b
+def linear_shapes(cfg):
+    "`(in_features, out_features)` of each projection in one block of a Llama/Mistral-style config."
+    h, ff = cfg.hidden_size, cfg.intermediate_size
+    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd          # grouped-query attention: kv < q
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
+
 def param_counts(cfg):
     "Parameters of a Llama/Mistral-style config, split into the quantizable block linears and the rest."
-    h, ff, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
-    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
-    linear = L * (h * q + 2 * h * kv + q * h + 3 * h * ff)
+    h, L = cfg.hidden_size, cfg.num_hidden_layers
+    linear = L * sum(i * o for i, o in linear_shapes(cfg).values())
     emb = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
     norms = L * 2 * h + h
     return {"linear": linear, "other": emb + norms}
@@ -98,7 +105,7 @@ def memory_table(cfg, other_bytes=2):
         rows[name] = {"linear": n["linear"] * b, "total": n["linear"] * b + other}
     return rows
 
-# %% ../nbs/03_quantization.ipynb #7022a23d
+# %% ../nbs/03_quantization.ipynb #d887fa43
 def bnb_config(q, device):
     "A `BitsAndBytesConfig` from a config's `quantization` section, for `device`; None when nothing is quantized."
     from transformers import BitsAndBytesConfig
