@@ -7,14 +7,14 @@ __all__ = ['NF4_OFFSET', 'nf4_levels', 'quantize_nf4', 'dequantize_nf4', 'double
            'int4_roundtrip', 'linear_shapes', 'param_counts', 'memory_table', 'bnb_config', 'placement',
            'load_quantized']
 
-# %% ../nbs/03_quantization.ipynb #16a1b2e2
+# %% ../nbs/03_quantization.ipynb #90a586cc
 import math, os
 
 import torch
 
 from .models import pick_device, pick_dtype, model_path
 
-# %% ../nbs/03_quantization.ipynb #d2a03c69
+# %% ../nbs/03_quantization.ipynb #5fe18398
 NF4_OFFSET = 0.5 * ((1 - 1 / (2 * 15)) + (1 - 1 / (2 * 16)))   # 0.96770833..., probability of the outermost level
 
 def nf4_levels(offset=NF4_OFFSET):
@@ -25,14 +25,17 @@ def nf4_levels(offset=NF4_OFFSET):
     v = torch.cat([neg, torch.zeros(1, dtype=torch.float64), pos]).sort().values
     return (v / v.max()).float()
 
-# %% ../nbs/03_quantization.ipynb #9b710cb8
+# %% ../nbs/03_quantization.ipynb #81b28b3f
+def _blocks(x, blocksize):
+    "Flat values `x` cut into rows of `blocksize`, the last one zero-padded (zeros change no absmax)."
+    return torch.nn.functional.pad(x, (0, -x.numel() % blocksize)).view(-1, blocksize)   # (n_blocks, blocksize)
+
 def quantize_nf4(w, blocksize=64, levels=None):
     "`(packed, absmax)`: `w` as NF4 codes packed two per byte (first in the high nibble) and one fp32 absmax per block."
     levels = nf4_levels() if levels is None else levels
     x = w.detach().float().flatten()
     if x.numel() % 2: raise ValueError(f"NF4 packs two values per byte; got an odd number of values ({x.numel()})")
-    pad = -x.numel() % blocksize
-    blocks = torch.nn.functional.pad(x, (0, pad)).view(-1, blocksize)             # (n_blocks, blocksize)
+    blocks = _blocks(x, blocksize)                                                 # (n_blocks, blocksize)
     absmax = blocks.abs().max(1).values                                            # (n_blocks,)
     scaled = blocks / absmax.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
     codes = (scaled[..., None] - levels).abs().argmin(-1).flatten()[:x.numel()]     # (numel,) nearest level
@@ -44,16 +47,15 @@ def dequantize_nf4(packed, absmax, shape, blocksize=64, levels=None):
     levels = nf4_levels() if levels is None else levels
     codes = torch.stack([packed >> 4, packed & 15], -1).flatten().long()            # (numel,) high nibble first
     n = math.prod(shape)
-    vals = torch.nn.functional.pad(levels[codes], (0, -n % blocksize)).view(-1, blocksize) * absmax[:, None]
+    vals = _blocks(levels[codes], blocksize) * absmax[:, None]
     return vals.flatten()[:n].view(shape)
 
-# %% ../nbs/03_quantization.ipynb #269e1914
+# %% ../nbs/03_quantization.ipynb #d1c421b2
 def double_quantize(absmax, code, blocksize=256):
     "`(codes, absmax2, offset)`: block absmax values as 8-bit codes of `code` (256 values) in blocks of `blocksize`."
     offset = absmax.mean()
     x = absmax - offset
-    pad = -x.numel() % blocksize
-    blocks = torch.nn.functional.pad(x, (0, pad)).view(-1, blocksize)             # (n_blocks2, blocksize)
+    blocks = _blocks(x, blocksize)                                                 # (n_blocks2, blocksize)
     absmax2 = blocks.abs().max(1).values
     codes = ((blocks / absmax2[:, None])[..., None] - code).abs().argmin(-1).flatten()[:x.numel()]
     return codes.to(torch.uint8), absmax2, offset
@@ -61,23 +63,23 @@ def double_quantize(absmax, code, blocksize=256):
 def double_dequantize(codes, absmax2, offset, code, blocksize=256):
     "Block absmax values back from their 8-bit codes."
     n = codes.numel()
-    vals = torch.nn.functional.pad(code[codes.long()], (0, -n % blocksize)).view(-1, blocksize) * absmax2[:, None]
+    vals = _blocks(code[codes.long()], blocksize) * absmax2[:, None]
     return vals.flatten()[:n] + offset
 
-# %% ../nbs/03_quantization.ipynb #0fd2c03e
+# %% ../nbs/03_quantization.ipynb #beb29ced
 def scale_bits(double_quant, blocksize=64, blocksize2=256):
     "Bits per weight spent on block scales, with or without double quantization."
     return 8 / blocksize + 32 / (blocksize * blocksize2) if double_quant else 32 / blocksize
 
-# %% ../nbs/03_quantization.ipynb #6b377444
+# %% ../nbs/03_quantization.ipynb #4fd9277f
 def int4_roundtrip(w, blocksize=64):
     "`w` quantized to symmetric int4 (levels -7..7 times absmax/7) per block, and back."
     x = w.detach().float().flatten()
-    blocks = torch.nn.functional.pad(x, (0, -x.numel() % blocksize)).view(-1, blocksize)
+    blocks = _blocks(x, blocksize)
     s = blocks.abs().max(1, keepdim=True).values / 7
     return (torch.round(blocks / s) * s).flatten()[:x.numel()].view(w.shape)
 
-# %% ../nbs/03_quantization.ipynb #6cb3340b
+# %% ../nbs/03_quantization.ipynb #ac1949e3
 def linear_shapes(cfg):
     "`(in_features, out_features)` of each projection in one block of a Llama/Mistral-style config."
     h, ff = cfg.hidden_size, cfg.intermediate_size
@@ -105,13 +107,13 @@ def memory_table(cfg, other_bytes=2):
         rows[name] = {"linear": n["linear"] * b, "total": n["linear"] * b + other}
     return rows
 
-# %% ../nbs/03_quantization.ipynb #d887fa43
+# %% ../nbs/03_quantization.ipynb #22ce330a
 def bnb_config(q, device):
     "A `BitsAndBytesConfig` from a config's `quantization` section, for `device`; None when nothing is quantized."
     from transformers import BitsAndBytesConfig
     if not (q.load_in_4bit or q.load_in_8bit): return None
     compute, _ = pick_dtype(q.bnb_4bit_compute_dtype, device)
-    storage = {"uint8": torch.uint8, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[q.bnb_4bit_quant_storage]
+    storage = getattr(torch, q.bnb_4bit_quant_storage)                          # every allowed value names a torch dtype
     return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit, bnb_4bit_quant_type=q.bnb_4bit_quant_type,
                               bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=compute,
                               bnb_4bit_quant_storage=storage, llm_int8_skip_modules=q.llm_int8_skip_modules)
