@@ -6,15 +6,14 @@
 __all__ = ['READERS', 'PREFIX_BROKEN', 'read_dataset', 'DataReport', 'normalize', 'clean', 'split', 'render', 'encode',
            'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'load_data', 'pad_collator']
 
-# %% ../nbs/05_data.ipynb #90dd8d22
-import json
+# %% ../nbs/05_data.ipynb #04ed725e
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .tokens import format_example
 
-# %% ../nbs/05_data.ipynb #585dffdd
+# %% ../nbs/05_data.ipynb #5ed98c84
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 def read_dataset(name, config=None, cache=None):
@@ -54,7 +53,7 @@ def _read(kind, files, where):
     except Exception as e:
         raise ValueError(f"{where}: could not read it as {kind} ({type(e).__name__}: {str(e)[:300]})") from e
 
-# %% ../nbs/05_data.ipynb #9a8fcb01
+# %% ../nbs/05_data.ipynb #1c670b1d
 @dataclass
 class DataReport:
     "What happened to the rows of a dataset: kept, and skipped by reason with a few examples."
@@ -104,7 +103,7 @@ def clean(rows, report=None):
         else: out.append(rec); report.kept += 1
     return out, report
 
-# %% ../nbs/05_data.ipynb #1caf07fb
+# %% ../nbs/05_data.ipynb #72ace454
 def split(ds, d):
     "`(train_rows, eval_rows)` from a DatasetDict `ds` and a config's `data` section."
     if d.train_split not in ds: raise ValueError(f"dataset has no split {d.train_split!r} (data.train_split); it has {sorted(ds)}")
@@ -112,7 +111,7 @@ def split(ds, d):
     parts = ds[d.train_split].train_test_split(test_size=d.validation_size, seed=d.seed)
     return parts["train"], parts["test"]
 
-# %% ../nbs/05_data.ipynb #24a331a2
+# %% ../nbs/05_data.ipynb #1afbde98
 def render(rec, tok, prompt_format="polish_tags"):
     "`(prompt, full_text)` of a record: Polish tags or the tokenizer's chat template."
     if "messages" in rec or prompt_format == "chat_template":
@@ -137,7 +136,7 @@ def encode(rec, tok, max_len, prompt_format="polish_tags"):
     if len(ids) > max_len: return f"longer than max_seq_length ({max_len} tokens)"
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + ids[len(p_ids):]}
 
-# %% ../nbs/05_data.ipynb #0a493f58
+# %% ../nbs/05_data.ipynb #80da2073
 def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
     "Encoded examples of `recs`; over-long ones are skipped and counted in `report`."
     report = report or DataReport()
@@ -148,7 +147,7 @@ def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
         else: out.append(ex)
     return out, report
 
-# %% ../nbs/05_data.ipynb #b2dd4299
+# %% ../nbs/05_data.ipynb #bc9d4d7c
 def real_token_share(batches):
     "Share of positions in `batches` (lists of example lengths, padded to the longest, or a fixed width) that are real tokens."
     real = sum(sum(b) for b, _ in batches)
@@ -163,18 +162,17 @@ def pack(lengths, max_len):
         else: bins.append([i]); room.append(max_len - lengths[i])
     return bins
 
-# %% ../nbs/05_data.ipynb #361682e6
+# %% ../nbs/05_data.ipynb #500c9432
 class PackedCollator:
     "Collate packs (lists of encoded examples) into sequences with a block-diagonal causal mask and restarting positions."
     def __init__(self, pad_token_id): self.pad = pad_token_id
 
     def __call__(self, packs):
         import torch
-        rows = packs
-        T = max(sum(len(e["input_ids"]) for e in r) for r in rows)
-        ids = torch.full((len(rows), T), self.pad); labels = torch.full((len(rows), T), -100)
-        pos = torch.zeros((len(rows), T), dtype=torch.long); seg = torch.full((len(rows), T), -1)
-        for b, r in enumerate(rows):
+        T = max(sum(len(e["input_ids"]) for e in p) for p in packs)
+        ids = torch.full((len(packs), T), self.pad); labels = torch.full((len(packs), T), -100)
+        pos = torch.zeros((len(packs), T), dtype=torch.long); seg = torch.full((len(packs), T), -1)
+        for b, r in enumerate(packs):
             t = 0
             for k, e in enumerate(r):
                 n = len(e["input_ids"])
@@ -187,7 +185,7 @@ class PackedCollator:
         mask = (same & causal & (seg[:, :, None] >= 0)) | torch.eye(T, dtype=torch.bool)   # padding sees itself only
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}   # mask: (B, 1, T, T)
 
-# %% ../nbs/05_data.ipynb #c5f33d97
+# %% ../nbs/05_data.ipynb #ce74395b
 def load_data(cfg, tok, cache=None):
     "`(train_examples, eval_examples, report)` for a `WronaiConfig`: read, split, validate and tokenize its dataset."
     d = cfg.data

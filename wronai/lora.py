@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['LoRALinear', 'apply_lora', 'lora_config', 'add_lora', 'trainable_report', 'lora_param_count', 'merge_and_save']
 
-# %% ../nbs/04_lora.ipynb #9973b0ac
+# %% ../nbs/04_lora.ipynb #9b59ee5b
 import math
 
 import torch
 from torch import nn
 
-# %% ../nbs/04_lora.ipynb #5968b184
+# %% ../nbs/04_lora.ipynb #8630f77a
 class LoRALinear(nn.Module):
     "A frozen `base` linear layer (full precision or 4-bit) plus a trainable low-rank update `scaling * B @ A`."
     def __init__(self, base, r=16, alpha=32, dropout=0.0, rslora=False):
@@ -38,7 +38,7 @@ def apply_lora(model, targets, r=16, alpha=32, dropout=0.0, rslora=False):
         setattr(parent, leaf, LoRALinear(getattr(parent, leaf), r, alpha, dropout, rslora))
     return names
 
-# %% ../nbs/04_lora.ipynb #849772a0
+# %% ../nbs/04_lora.ipynb #00e696bd
 def lora_config(cfg, trainable_token_indices=None):
     "A peft `LoraConfig` from a `WronaiConfig`'s `lora` section (optionally training new-token rows too)."
     from peft import LoraConfig
@@ -47,7 +47,7 @@ def lora_config(cfg, trainable_token_indices=None):
                       target_modules=l.target_modules, use_rslora=l.use_rslora, use_dora=l.use_dora,
                       modules_to_save=l.modules_to_save, trainable_token_indices=trainable_token_indices)
 
-# %% ../nbs/04_lora.ipynb #131c0d21
+# %% ../nbs/04_lora.ipynb #b99ac8d6
 def add_lora(model, cfg, trainable_token_indices=None):
     "Prepare a (quantized) base for training as the config says and add peft LoRA adapters."
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -66,7 +66,7 @@ def trainable_report(model):
     total = sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in model.parameters())  # 2 NF4 codes per byte
     return {"trainable": train, "total": total, "share": train / total}
 
-# %% ../nbs/04_lora.ipynb #b9ea821d
+# %% ../nbs/04_lora.ipynb #2f0c354e
 def lora_param_count(mcfg, targets, r):
     "Trainable LoRA parameters for a Llama/Mistral-style model config `mcfg`, adapting `targets` at rank `r`."
     from wronai.quant import linear_shapes
@@ -76,10 +76,10 @@ def lora_param_count(mcfg, targets, r):
     if unknown: raise ValueError(f"cannot count LoRA parameters for {sorted(unknown)}; known: {list(shapes)}")
     return mcfg.num_hidden_layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
-# %% ../nbs/04_lora.ipynb #ea8fe603
+# %% ../nbs/04_lora.ipynb #454a84f3
 def merge_and_save(peft_model, out_dir, tokenizer=None):
     "Fold the adapters into a full-precision base and save a standalone model (and tokenizer) to `out_dir`."
-    if getattr(peft_model, "is_loaded_in_4bit", False) or getattr(peft_model.base_model.model, "is_loaded_in_4bit", False):
+    if getattr(peft_model, "is_loaded_in_4bit", False):                          # peft forwards the base model's attribute
         raise ValueError("merging into a 4-bit base re-rounds the update away; load the base in full precision, "
                          "load the adapter onto it, then merge (see nbs/04_lora.ipynb)")
     merged = peft_model.merge_and_unload()

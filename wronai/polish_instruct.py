@@ -6,15 +6,14 @@
 __all__ = ['CASES', 'NUMBERS', 'PRONOMINAL', 'SIZES', 'SOURCES', 'morfeusz', 'forms', 'known', 'Lemma', 'lexicon', 'fam_odmiana',
            'fam_slownie', 'fam_liczebnik_rzeczownik', 'fam_nazwy', 'fam_przymiotnik_rzeczownik', 'build', 'card']
 
-# %% ../nbs/05_polish_instruct.ipynb #69a15565
+# %% ../nbs/05_polish_instruct.ipynb #50666b08
 import functools, hashlib, json, random, re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from .models import cache_dir
 
-# %% ../nbs/05_polish_instruct.ipynb #aee29c37
+# %% ../nbs/05_polish_instruct.ipynb #94340ae5
 CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"), "dat": ("celownik", "w celowniku"),
          "acc": ("biernik", "w bierniku"), "inst": ("narzędnik", "w narzędniku"), "loc": ("miejscownik", "w miejscowniku")}
 NUMBERS = {"sg": "liczby pojedynczej", "pl": "liczby mnogiej"}
@@ -46,7 +45,7 @@ def known(text):
     "True when morfeusz2 knows every word of `text` (no `ign` tag)."
     return all(any(a[2][2] != "ign" for a in morfeusz().analyse(w)) for w in re.findall(r"\w+", text))
 
-# %% ../nbs/05_polish_instruct.ipynb #56599d9c
+# %% ../nbs/05_polish_instruct.ipynb #d4510d7e
 @dataclass(frozen=True)
 class Lemma:
     "A dictionary word: morfeusz2 lemma id, its base form, part of speech and gender."
@@ -73,7 +72,7 @@ def lexicon(n_words=20_000):
                 seen.add(lid); adjs.append(Lemma(lid, w, "adj", ""))
     return nouns, adjs
 
-# %% ../nbs/05_polish_instruct.ipynb #d319c5c8
+# %% ../nbs/05_polish_instruct.ipynb #fcc45cea
 def _item(family, key, formal, informal, answer):
     return {"family": family, "key": f"{family}:{key}", "formal": formal, "informal": informal, "answer": answer}
 
@@ -157,7 +156,7 @@ def fam_przymiotnik_rzeczownik(nouns, adjs, rng, per_pair=2, pairs=900):
                             f"Proszę uzgodnić przymiotnik „{adj.base}” z rzeczownikiem „{noun.base}” {name} {NUMBERS[num]}.",
                             f"Odmień „{adj.base} {noun.base}” {name} {NUMBERS[num]}.", f"{af} {nf}")
 
-# %% ../nbs/05_polish_instruct.ipynb #38924335
+# %% ../nbs/05_polish_instruct.ipynb #b5c1cc94
 SIZES = {"odmiana": 1200, "liczebnik_rzeczownik": 800, "slownie": 1000, "nazwy": 10_000, "przymiotnik_rzeczownik": 900}  # items per family (at most)
 SOURCES = {
     "morfeusz2 (SGJP dictionary)": "BSD-2-Clause: forms of nouns and adjectives; every answer checked",

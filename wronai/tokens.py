@@ -7,14 +7,14 @@ __all__ = ['MISTRAL_SHA256', 'REGISTERS', 'POLISH_SAMPLE', 'mistral_tokenizer', 
            'add_polish_tokens', 'format_example', 'parse_answer', 'resize_with_piece_mean', 'token_indices',
            'memory_of_new_rows', 'fertility', 'worst_split_words', 'extend_vocabulary', 'prepare_tokenizer']
 
-# %% ../nbs/02_tokens.ipynb #46e8cdd9
+# %% ../nbs/02_tokens.ipynb #56c58dba
 import copy, hashlib, importlib.util, json, re, shutil
 from pathlib import Path
 
 from .config import POLISH_TOKENS
-from .models import PACKAGED, cache_dir, hub_hint, model_path
+from .models import cache_dir, hub_hint, model_path
 
-# %% ../nbs/02_tokens.ipynb #dd7f2cb8
+# %% ../nbs/02_tokens.ipynb #c4c7ee31
 MISTRAL_SHA256 = "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"  # Mistral-7B-v0.1 tokenizer.model
 
 def _check_vocab(tok, name, expected=None):
@@ -38,7 +38,7 @@ def mistral_tokenizer(cache=None):
     if not (d/"tokenizer.model").exists(): shutil.copy(src, d/"tokenizer.model")
     return _check_vocab(LlamaTokenizer.from_pretrained(d, add_bos_token=True), "packaged:mistral-7b-v0.1", 32000)
 
-# %% ../nbs/02_tokens.ipynb #d5175f5a
+# %% ../nbs/02_tokens.ipynb #1d776410
 def load_tokenizer(name, revision=None, trust_remote_code=False, cache=None, **kwargs):
     "The tokenizer of `name`: `packaged:mistral-7b-v0.1`, another `packaged:` model, a local directory or a hub id."
     from transformers import AutoTokenizer
@@ -48,14 +48,14 @@ def load_tokenizer(name, revision=None, trust_remote_code=False, cache=None, **k
     except OSError as e: raise hub_hint(name, e) from e
     return _check_vocab(tok, name)
 
-# %% ../nbs/02_tokens.ipynb #e3389771
+# %% ../nbs/02_tokens.ipynb #07003c8e
 def ensure_pad(tok, pad_token="<pad>"):
     "Give `tok` a pad token distinct from EOS (adding `pad_token` when needed); returns True if a token was added."
     if tok.pad_token is not None and tok.pad_token_id != tok.eos_token_id: return False
     if pad_token == tok.eos_token: raise ValueError(f"pad_token {pad_token!r} is the EOS token; choose another")
     return tok.add_special_tokens({"pad_token": pad_token}) > 0 or tok.pad_token == pad_token
 
-# %% ../nbs/02_tokens.ipynb #6aeb7d8a
+# %% ../nbs/02_tokens.ipynb #b739cbab
 def add_polish_tokens(tok, tokens=POLISH_TOKENS):
     "Add `tokens` to `tok` as special tokens (never split); returns their ids."
     tok.add_special_tokens({"additional_special_tokens": list(tokens)}, replace_extra_special_tokens=False)
@@ -64,7 +64,7 @@ def add_polish_tokens(tok, tokens=POLISH_TOKENS):
         if tok(t, add_special_tokens=False).input_ids != [i]: raise ValueError(f"{t!r} does not encode to one token")
     return ids
 
-# %% ../nbs/02_tokens.ipynb #12e680f5
+# %% ../nbs/02_tokens.ipynb #fe5d24fb
 REGISTERS = ("formal", "informal")
 
 def format_example(question, answer=None, register="formal"):
@@ -79,7 +79,7 @@ def parse_answer(text):
     text = text.split("<answer>", 1)[-1]
     return text.split("</answer>", 1)[0].strip()
 
-# %% ../nbs/02_tokens.ipynb #9b53784d
+# %% ../nbs/02_tokens.ipynb #f36b5e2d
 def resize_with_piece_mean(model, tok):
     "Resize `model`'s embeddings to `len(tok)`; each new row starts at the mean of the rows of the pieces its text splits into."
     import torch
@@ -99,7 +99,7 @@ def resize_with_piece_mean(model, tok):
             if out is not None and not tied: out.weight[i] = out.weight[pieces].mean(0)
     return new
 
-# %% ../nbs/02_tokens.ipynb #0c9d64f9
+# %% ../nbs/02_tokens.ipynb #8955f0f1
 def token_indices(model, ids):
     "peft `trainable_token_indices` for the token ids `ids`: the input embeddings and, when untied, the output layer."
     names = {m: n.split(".")[-1] for n, m in model.named_modules()}
@@ -113,7 +113,7 @@ def memory_of_new_rows(n_tokens, hidden, vocab, untied=True):
     k = 2 if untied else 1
     return {"trainable_tokens": k * n_tokens * hidden, "modules_to_save": k * vocab * hidden}
 
-# %% ../nbs/02_tokens.ipynb #82f1b7fa
+# %% ../nbs/02_tokens.ipynb #91cbed55
 POLISH_SAMPLE = """Wrocław leży nad Odrą i jest jednym z największych miast w Polsce. Jego historia sięga ponad tysiąca lat, a w ciągu wieków miasto należało do Czech, Austrii i Prus. Po drugiej wojnie światowej do Wrocławia przyjechali mieszkańcy Lwowa, którzy przywieźli ze sobą bibliotekę i wielki obraz przedstawiający bitwę pod Racławicami. Dziś na ulicach można spotkać studentów z całego kraju, turystów szukających krasnali oraz rowerzystów jadących do pracy. Rynek otaczają kolorowe kamienice, a ratusz jest jednym z najpiękniejszych zabytków gotyckich w tej części Europy.
 
 Szanowni Państwo, uprzejmie informujemy, że biuro obsługi klienta będzie nieczynne w piątek z powodu inwentaryzacji. Prosimy o wcześniejsze składanie wniosków oraz o cierpliwość. Za wszelkie utrudnienia serdecznie przepraszamy.
@@ -130,7 +130,7 @@ def fertility(tok, text=POLISH_SAMPLE):
     n_words = len(re.findall(r"\w+", text))
     return {"tokens_per_word": n_tok / n_words, "chars_per_token": len(text) / n_tok, "tokens": n_tok, "words": n_words}
 
-# %% ../nbs/02_tokens.ipynb #4c2ad1ec
+# %% ../nbs/02_tokens.ipynb #eed9f7d6
 def worst_split_words(tok, lang="pl", candidates=30_000):
     "`(score, word, pieces)` for frequent words of `lang` that `tok` splits, best savings first (wordfreq frequencies)."
     from wordfreq import top_n_list, word_frequency
@@ -157,7 +157,7 @@ def extend_vocabulary(tok, words):
     new._tokenizer = Tokenizer.from_str(json.dumps(spec))
     return new, len(vocab) - len(tok)
 
-# %% ../nbs/02_tokens.ipynb #e09d6b73
+# %% ../nbs/02_tokens.ipynb #7639d596
 def prepare_tokenizer(cfg, cache=None):
     "The tokenizer a `WronaiConfig` asks for, with pad token, Polish tags and padding side applied."
     t = cfg.tokenizer
