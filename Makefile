@@ -3,7 +3,7 @@ PY ?= python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test clean-nbs outputs
+.PHONY: install test train clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -14,6 +14,10 @@ install:
 
 test: install
 	$(PY) -m pytest
+
+CONFIG ?= configs/quick_test.yaml
+train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`
+	$(PY) scripts/train.py --config $(CONFIG) $(ARGS)
 
 clean-nbs:
 	nbdev_clean && nbdev_export && $(PY) scripts/make_readme.py

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['parser', 'main']
 
-# %% ../nbs/09_cli.ipynb #be53ac90
-import argparse, sys
+# %% ../nbs/09_cli.ipynb #fdc4c8d6
+import argparse, os, sys
 
 from .config import ConfigError, load_config
 
-# %% ../nbs/09_cli.ipynb #bcb61f1e
+# %% ../nbs/09_cli.ipynb #bfbe76bb
 def _config_show(args):
     "Print the resolved config as YAML."
     print(load_config(args.config, args.set).to_yaml(), end="")
@@ -32,7 +32,7 @@ def _add_config(sub):
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.max_steps=10")
         q.set_defaults(func=fn)
 
-# %% ../nbs/09_cli.ipynb #41efa1df
+# %% ../nbs/09_cli.ipynb #70db91a6
 def _data_build(args):
     "Build polish-instruct and print counts per family."
     from wronai.polish_instruct import build
@@ -52,19 +52,47 @@ def _add_data(sub):
     q.add_argument("--seed", type=int, default=42, help="seed; the same seed gives byte-identical files")
     q.set_defaults(func=_data_build)
 
-# %% ../nbs/09_cli.ipynb #f330bdaa
+# %% ../nbs/09_cli.ipynb #a8842737
+def _train(args):
+    "Train as a config says; exit 0 done, 1 non-finite loss, 2 bad input, 130 stopped by Ctrl-C (checkpoint saved)."
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = load_config(args.config, args.set)
+    from wronai.train import NonFiniteLoss, summary, train
+    try: res = train(cfg, args.output_dir, args.max_steps, args.resume)
+    except (FileExistsError, FileNotFoundError) as e: return _fail(e, 2)
+    except NonFiniteLoss as e: return _fail(e, 1)
+    except KeyboardInterrupt: return _fail("stopped at once by a second Ctrl-C; the last complete checkpoint is kept", 130)
+    if res["world_size"] == 1 or os.environ.get("RANK", "0") == "0": print(summary(res))
+    return 130 if res["interrupted"] else 0
+
+def _fail(msg, code):
+    "Print `msg` as the command's error and return exit `code`."
+    print(f"wronai: {msg}", file=sys.stderr)
+    return code
+
+def _add_train(sub):
+    "Register `wronai train`."
+    p = sub.add_parser("train", help="QLoRA fine-tune as a config says (see nbs/06_training.ipynb)")
+    p.add_argument("--config", required=True, help="path to a YAML config, e.g. configs/quick_test.yaml")
+    p.add_argument("--output-dir", default=None, help="where checkpoints and the adapter go (default: training.output_dir)")
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: training.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.learning_rate=1e-4")
+    p.set_defaults(func=_train)
+
+# %% ../nbs/09_cli.ipynb #3d2ced70
 def parser():
     "The `wronai` argument parser."
     p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, models, training, evaluation.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
     _add_data(sub)
+    _add_train(sub)
     return p
 
 def main(argv=None):
     "Run the `wronai` command with `argv` (default: the process arguments); returns the exit code."
     args = parser().parse_args(argv)
     try: return args.func(args)
-    except ConfigError as e:
-        print(f"wronai: {e}", file=sys.stderr)
-        return 2
+    except ConfigError as e: return _fail(e, 2)

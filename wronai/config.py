@@ -7,7 +7,7 @@ __all__ = ['DTYPES', 'POLISH_TOKENS', 'MISTRAL_TARGETS', 'OPTIMIZERS', 'SCHEDULE
            'ModelArgs', 'TokenizerArgs', 'QuantizationArgs', 'LoraArgs', 'DataArgs', 'TrainingArgs', 'HardwareArgs',
            'MonitoringArgs', 'EvaluationArgs', 'WronaiConfig', 'apply_overrides', 'load_config']
 
-# %% ../nbs/00_config.ipynb #cf819dd7
+# %% ../nbs/00_config.ipynb #ad1a434a
 import copy, dataclasses, difflib, types
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 
-# %% ../nbs/00_config.ipynb #20d30d4f
+# %% ../nbs/00_config.ipynb #d482e1a1
 class ConfigError(ValueError):
     "A config that cannot be used; `errors` holds `(key path, message)` for each problem found."
     def __init__(self, errors, source=None):
@@ -24,13 +24,13 @@ class ConfigError(ValueError):
         lines = [f"{len(self.errors)} problem(s){where}:"] + [f"  {k}: {m}" for k, m in self.errors]
         super().__init__("\n".join(lines))
 
-# %% ../nbs/00_config.ipynb #ffed6cd3
+# %% ../nbs/00_config.ipynb #fd8ff3cb
 def _did_you_mean(word, options):
     "' (did you mean X?)' when `word` looks like a misspelling of one of `options`."
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
-# %% ../nbs/00_config.ipynb #4613d9bd
+# %% ../nbs/00_config.ipynb #e5fb91ca
 def _tname(tp):
     "Readable name of a type annotation, for error messages."
     if tp is type(None): return "null"
@@ -75,7 +75,7 @@ def _coerce(value, tp, path, errors):
     if is_dataclass(tp): return _build(tp, value, path, errors)
     raise TypeError(f"config field {path} has an unsupported annotation {tp!r}")
 
-# %% ../nbs/00_config.ipynb #7bd3f788
+# %% ../nbs/00_config.ipynb #c64b41d1
 class _Section:
     "Base of config sections: range checks in `_problems`, renamed keys in `_aliases`."
     _aliases: ClassVar[dict] = {}
@@ -102,7 +102,7 @@ def _build(cls, data, path, errors):
     errors.extend((f"{path}.{k}" if path else k, m) for k, m in obj._problems())
     return obj
 
-# %% ../nbs/00_config.ipynb #5dc316f0
+# %% ../nbs/00_config.ipynb #389df147
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 @dataclass
@@ -124,7 +124,7 @@ class ModelArgs(_Section):
             p.append(("device_map", f"must be auto, balanced, sequential, cpu, cuda, cuda:N or mps; got {self.device_map!r}"))
         return p
 
-# %% ../nbs/00_config.ipynb #8e8a852c
+# %% ../nbs/00_config.ipynb #ba2553d5
 POLISH_TOKENS = ["<polish>", "</polish>", "<formal>", "</formal>", "<informal>", "</informal>",
                  "<question>", "</question>", "<answer>", "</answer>"]
 
@@ -148,7 +148,7 @@ class TokenizerArgs(_Section):
         if not self.pad_token.strip(): p.append(("pad_token", "must not be empty"))
         return p
 
-# %% ../nbs/00_config.ipynb #2f38c1d9
+# %% ../nbs/00_config.ipynb #25303184
 @dataclass
 class QuantizationArgs(_Section):
     "bitsandbytes quantization of the frozen base model."
@@ -163,7 +163,7 @@ class QuantizationArgs(_Section):
     def _problems(self):
         return [("load_in_8bit", "load_in_4bit and load_in_8bit are both true; choose one")] if self.load_in_4bit and self.load_in_8bit else []
 
-# %% ../nbs/00_config.ipynb #9483fb5f
+# %% ../nbs/00_config.ipynb #002969ca
 MISTRAL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 @dataclass
@@ -190,7 +190,7 @@ class LoraArgs(_Section):
             if len(set(t)) != len(t): p.append(("target_modules", f"duplicates in {t}"))
         return p
 
-# %% ../nbs/00_config.ipynb #30e6eb35
+# %% ../nbs/00_config.ipynb #eec43abe
 @dataclass
 class DataArgs(_Section):
     "Where the instruction data comes from and how it becomes token sequences."
@@ -205,6 +205,7 @@ class DataArgs(_Section):
     prompt_format: Literal["polish_tags", "chat_template"] = "polish_tags"  # Polish tags, or the model's own chat template
     packing: bool = False  # pack several examples per sequence, without cross-example attention
     max_examples: int | None = None  # use only this many training examples (quick runs)
+    max_eval_examples: int | None = None  # evaluate on only this many validation examples (quick runs)
 
     def _problems(self):
         p = []
@@ -212,11 +213,12 @@ class DataArgs(_Section):
         if self.max_seq_length <= 0: p.append(("max_seq_length", f"must be > 0, got {self.max_seq_length}"))
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
             p.append(("preprocessing_num_workers", f"must be >= 1 or null, got {self.preprocessing_num_workers}"))
-        if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
+        for k in ("max_examples", "max_eval_examples"):
+            if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
         if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
         return p
 
-# %% ../nbs/00_config.ipynb #b5b31047
+# %% ../nbs/00_config.ipynb #21951ef1
 OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adafactor", "sgd")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr")
 
@@ -266,7 +268,7 @@ class TrainingArgs(_Section):
         if not self.output_dir.strip(): p.append(("output_dir", "must not be empty"))
         return p
 
-# %% ../nbs/00_config.ipynb #c72d78fa
+# %% ../nbs/00_config.ipynb #058788e5
 @dataclass
 class HardwareArgs(_Section):
     "Device choice and memory limits."
@@ -285,7 +287,7 @@ class HardwareArgs(_Section):
             p.append(("max_cpu_memory_mb", "is set but cpu_offload is false; enable cpu_offload or remove the cap"))
         return p
 
-# %% ../nbs/00_config.ipynb #a21e25f4
+# %% ../nbs/00_config.ipynb #b958680d
 REPORTERS = ("tensorboard", "wandb", "none")
 
 @dataclass
@@ -303,7 +305,7 @@ class MonitoringArgs(_Section):
         if len(set(r)) != len(r): return [("report_to", f"duplicates in {r}")]
         return []
 
-# %% ../nbs/00_config.ipynb #9734d925
+# %% ../nbs/00_config.ipynb #26fbca12
 METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics", "stopping")
 
 @dataclass
@@ -320,7 +322,7 @@ class EvaluationArgs(_Section):
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p
 
-# %% ../nbs/00_config.ipynb #31439bb9
+# %% ../nbs/00_config.ipynb #1aa75009
 @dataclass
 class WronaiConfig(_Section):
     "A complete fine-tuning run; an empty YAML file gives the reference recipe."
@@ -351,7 +353,7 @@ class WronaiConfig(_Section):
         "The resolved config as YAML, in field order."
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
-# %% ../nbs/00_config.ipynb #20396a52
+# %% ../nbs/00_config.ipynb #97db0ad1
 def apply_overrides(data, overrides=()):
     "A copy of `data` with each `section.key=value` override set; values are parsed as YAML (`10`, `true`, `[a, b]`)."
     data = copy.deepcopy(data) if data is not None else {}

@@ -6,14 +6,14 @@
 __all__ = ['READERS', 'PREFIX_BROKEN', 'read_dataset', 'DataReport', 'normalize', 'clean', 'split', 'render', 'encode',
            'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'load_data', 'pad_collator']
 
-# %% ../nbs/05_data.ipynb #04ed725e
+# %% ../nbs/05_data.ipynb #df747900
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .tokens import format_example
 
-# %% ../nbs/05_data.ipynb #5ed98c84
+# %% ../nbs/05_data.ipynb #efeba324
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 def read_dataset(name, config=None, cache=None):
@@ -53,7 +53,7 @@ def _read(kind, files, where):
     except Exception as e:
         raise ValueError(f"{where}: could not read it as {kind} ({type(e).__name__}: {str(e)[:300]})") from e
 
-# %% ../nbs/05_data.ipynb #1c670b1d
+# %% ../nbs/05_data.ipynb #3bbdf149
 @dataclass
 class DataReport:
     "What happened to the rows of a dataset: kept, and skipped by reason with a few examples."
@@ -103,7 +103,7 @@ def clean(rows, report=None):
         else: out.append(rec); report.kept += 1
     return out, report
 
-# %% ../nbs/05_data.ipynb #72ace454
+# %% ../nbs/05_data.ipynb #d5cd1323
 def split(ds, d):
     "`(train_rows, eval_rows)` from a DatasetDict `ds` and a config's `data` section."
     if d.train_split not in ds: raise ValueError(f"dataset has no split {d.train_split!r} (data.train_split); it has {sorted(ds)}")
@@ -111,7 +111,7 @@ def split(ds, d):
     parts = ds[d.train_split].train_test_split(test_size=d.validation_size, seed=d.seed)
     return parts["train"], parts["test"]
 
-# %% ../nbs/05_data.ipynb #1afbde98
+# %% ../nbs/05_data.ipynb #83bd1375
 def render(rec, tok, prompt_format="polish_tags"):
     "`(prompt, full_text)` of a record: Polish tags or the tokenizer's chat template."
     if "messages" in rec or prompt_format == "chat_template":
@@ -136,7 +136,7 @@ def encode(rec, tok, max_len, prompt_format="polish_tags"):
     if len(ids) > max_len: return f"longer than max_seq_length ({max_len} tokens)"
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + ids[len(p_ids):]}
 
-# %% ../nbs/05_data.ipynb #80da2073
+# %% ../nbs/05_data.ipynb #5e6e229b
 def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
     "Encoded examples of `recs`; over-long ones are skipped and counted in `report`."
     report = report or DataReport()
@@ -147,7 +147,7 @@ def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
         else: out.append(ex)
     return out, report
 
-# %% ../nbs/05_data.ipynb #bc9d4d7c
+# %% ../nbs/05_data.ipynb #dfc86b04
 def real_token_share(batches):
     "Share of positions in `batches` (lists of example lengths, padded to the longest, or a fixed width) that are real tokens."
     real = sum(sum(b) for b, _ in batches)
@@ -162,7 +162,7 @@ def pack(lengths, max_len):
         else: bins.append([i]); room.append(max_len - lengths[i])
     return bins
 
-# %% ../nbs/05_data.ipynb #500c9432
+# %% ../nbs/05_data.ipynb #7092ebd8
 class PackedCollator:
     "Collate packs (lists of encoded examples) into sequences with a block-diagonal causal mask and restarting positions."
     def __init__(self, pad_token_id): self.pad = pad_token_id
@@ -185,12 +185,16 @@ class PackedCollator:
         mask = (same & causal & (seg[:, :, None] >= 0)) | torch.eye(T, dtype=torch.bool)   # padding sees itself only
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}   # mask: (B, 1, T, T)
 
-# %% ../nbs/05_data.ipynb #ce74395b
+# %% ../nbs/05_data.ipynb #ab2a018d
+def _sample(rows, n, seed):
+    "A seeded random sample of `n` rows (all rows when `n` is None): data files are often sorted by task."
+    return rows.shuffle(seed=seed).select(range(min(n, len(rows)))) if n else rows
+
 def load_data(cfg, tok, cache=None):
     "`(train_examples, eval_examples, report)` for a `WronaiConfig`: read, split, validate and tokenize its dataset."
     d = cfg.data
     train, ev = split(read_dataset(d.dataset_name, d.dataset_config, cache), d)
-    if d.max_examples: train = train.select(range(min(d.max_examples, len(train))))
+    train, ev = _sample(train, d.max_examples, d.seed), _sample(ev, d.max_eval_examples, d.seed)
     report = DataReport()
     out = []
     for rows in (train, ev):

@@ -7,14 +7,14 @@ __all__ = ['NF4_OFFSET', 'nf4_levels', 'quantize_nf4', 'dequantize_nf4', 'double
            'int4_roundtrip', 'linear_shapes', 'param_counts', 'memory_table', 'bnb_config', 'placement',
            'load_quantized']
 
-# %% ../nbs/03_quantization.ipynb #90a586cc
+# %% ../nbs/03_quantization.ipynb #73cf72ac
 import math, os
 
 import torch
 
-from .models import pick_device, pick_dtype, model_path
+from .models import hub_hint, model_path, pick_device, pick_dtype
 
-# %% ../nbs/03_quantization.ipynb #5fe18398
+# %% ../nbs/03_quantization.ipynb #ccc6c133
 NF4_OFFSET = 0.5 * ((1 - 1 / (2 * 15)) + (1 - 1 / (2 * 16)))   # 0.96770833..., probability of the outermost level
 
 def nf4_levels(offset=NF4_OFFSET):
@@ -25,7 +25,7 @@ def nf4_levels(offset=NF4_OFFSET):
     v = torch.cat([neg, torch.zeros(1, dtype=torch.float64), pos]).sort().values
     return (v / v.max()).float()
 
-# %% ../nbs/03_quantization.ipynb #81b28b3f
+# %% ../nbs/03_quantization.ipynb #adbacace
 def _blocks(x, blocksize):
     "Flat values `x` cut into rows of `blocksize`, the last one zero-padded (zeros change no absmax)."
     return torch.nn.functional.pad(x, (0, -x.numel() % blocksize)).view(-1, blocksize)   # (n_blocks, blocksize)
@@ -50,7 +50,7 @@ def dequantize_nf4(packed, absmax, shape, blocksize=64, levels=None):
     vals = _blocks(levels[codes], blocksize) * absmax[:, None]
     return vals.flatten()[:n].view(shape)
 
-# %% ../nbs/03_quantization.ipynb #d1c421b2
+# %% ../nbs/03_quantization.ipynb #8898cc6a
 def double_quantize(absmax, code, blocksize=256):
     "`(codes, absmax2, offset)`: block absmax values as 8-bit codes of `code` (256 values) in blocks of `blocksize`."
     offset = absmax.mean()
@@ -66,12 +66,12 @@ def double_dequantize(codes, absmax2, offset, code, blocksize=256):
     vals = _blocks(code[codes.long()], blocksize) * absmax2[:, None]
     return vals.flatten()[:n] + offset
 
-# %% ../nbs/03_quantization.ipynb #beb29ced
+# %% ../nbs/03_quantization.ipynb #06b33ac9
 def scale_bits(double_quant, blocksize=64, blocksize2=256):
     "Bits per weight spent on block scales, with or without double quantization."
     return 8 / blocksize + 32 / (blocksize * blocksize2) if double_quant else 32 / blocksize
 
-# %% ../nbs/03_quantization.ipynb #4fd9277f
+# %% ../nbs/03_quantization.ipynb #4e774ba8
 def int4_roundtrip(w, blocksize=64):
     "`w` quantized to symmetric int4 (levels -7..7 times absmax/7) per block, and back."
     x = w.detach().float().flatten()
@@ -79,7 +79,7 @@ def int4_roundtrip(w, blocksize=64):
     s = blocks.abs().max(1, keepdim=True).values / 7
     return (torch.round(blocks / s) * s).flatten()[:x.numel()].view(w.shape)
 
-# %% ../nbs/03_quantization.ipynb #ac1949e3
+# %% ../nbs/03_quantization.ipynb #97a8f548
 def linear_shapes(cfg):
     "`(in_features, out_features)` of each projection in one block of a Llama/Mistral-style config."
     h, ff = cfg.hidden_size, cfg.intermediate_size
@@ -107,7 +107,7 @@ def memory_table(cfg, other_bytes=2):
         rows[name] = {"linear": n["linear"] * b, "total": n["linear"] * b + other}
     return rows
 
-# %% ../nbs/03_quantization.ipynb #22ce330a
+# %% ../nbs/03_quantization.ipynb #67ab3b53
 def bnb_config(q, device):
     "A `BitsAndBytesConfig` from a config's `quantization` section, for `device`; None when nothing is quantized."
     from transformers import BitsAndBytesConfig
@@ -118,9 +118,11 @@ def bnb_config(q, device):
                               bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=compute,
                               bnb_4bit_quant_storage=storage, llm_int8_skip_modules=q.llm_int8_skip_modules)
 
-def placement(hw, device, n_gpus=None):
+def placement(hw, device, n_gpus=None, local_rank=None):
     "`device_map`, `max_memory` and offload arguments for `from_pretrained` from a config's `hardware` section."
     if device != "cuda": return {"device_map": device}
+    if local_rank is None and int(os.environ.get("WORLD_SIZE", 1)) > 1: local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if local_rank is not None: return {"device_map": {"": local_rank}}       # data parallel: a whole copy per GPU, no offload
     n_gpus = torch.cuda.device_count() if n_gpus is None else n_gpus
     kw = {"device_map": "auto"}
     if hw.max_gpu_memory_mb is not None:
@@ -142,6 +144,8 @@ def load_quantized(cfg, cache=None):
     qc = bnb_config(cfg.quantization, device)
     kw = placement(cfg.hardware, device)
     if qc is not None and cfg.hardware.cpu_offload and device == "cuda": qc.llm_int8_enable_fp32_cpu_offload = True
-    return AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
-                                                revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
-                                                attn_implementation=cfg.model.attn_implementation, **kw)
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
+                                                    revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                                                    attn_implementation=cfg.model.attn_implementation, **kw)
+    except OSError as e: raise hub_hint(cfg.model.name, e) from e

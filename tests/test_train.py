@@ -1,0 +1,143 @@
+"""Training from the outside, as a user runs it: the command, resuming after a kill, Ctrl-C, a diverging run, two processes.
+
+Each run is a few steps of configs/quick_test.yaml on 64 examples, so a test takes about a minute on 2 CPU cores.
+`test_quick_test_main_job` is the README's main command in full (about 10 minutes).
+"""
+import importlib.util, json, os, re, shutil, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wronai.train import checkpoint_ok, latest_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_SILENT": "true"}
+ENV.pop("WANDB_API_KEY", None)
+HAS_WANDB = importlib.util.find_spec("wandb") is not None
+SMALL = ["--max-steps", "8", "--set", "training.per_device_train_batch_size=4", "--set", "training.logging_steps=1",
+         "--set", "training.eval_steps=4", "--set", "training.save_steps=2", "--set", "training.save_total_limit=2",
+         "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8",
+         "--set", f"monitoring.report_to={'[tensorboard, wandb]' if HAS_WANDB else '[tensorboard]'}"]
+
+def cmd(out, *extra, config="configs/quick_test.yaml"):
+    "The reference guide's command, `python scripts/train.py --config ...`, small."
+    return [sys.executable, "scripts/train.py", "--config", config, "--output-dir", str(out), *SMALL, *extra]
+
+def run(args, timeout=900):
+    return subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+def start(args, log):
+    return subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+def wait_for(pred, proc, timeout=600):
+    "Poll `pred` until true; fail if `proc` ends first."
+    t0 = time.time()
+    while not pred():
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before the moment we waited for"
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.1)
+
+def adapter(d):
+    return load_file(str(Path(d)/"adapter_model.safetensors"))
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    "One uninterrupted small run; several tests compare against it."
+    out = tmp_path_factory.mktemp("clean")/"run"
+    r = run(cmd(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out, r
+
+def test_train_saves_adapter_tokenizer_config_card_and_logs(clean):
+    out, r = clean
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "wronai.yaml", "README.md",
+            "train_results.json", "logs"} <= files, files
+    assert any((out/"logs").glob("events.out.tfevents.*")), "no TensorBoard event file"
+    if HAS_WANDB: assert list((out/"wandb").glob("offline-run-*")), "W&B without a key should log offline"
+    res = json.loads((out/"train_results.json").read_text())
+    assert res["steps"] == 8 and not res["interrupted"]
+    assert res["tokens_per_second"] > 0 and res["peak_memory_mb"] > 100
+    assert "tokens/s" in r.stdout and "peak memory" in r.stdout            # the run prints them
+    card = (out/"README.md").read_text()
+    assert "packaged:smollm2-135m" in card and f"{res['eval_after']['perplexity']:.2f}" in card
+    assert len([p for p in out.glob("checkpoint-*")]) == 2                 # save_total_limit
+    assert all(checkpoint_ok(p) for p in out.glob("checkpoint-*"))
+
+def test_existing_run_is_not_overwritten(clean):
+    out, _ = clean
+    before = (out/"adapter_model.safetensors").stat().st_mtime_ns
+    r = run(cmd(out))
+    assert r.returncode == 2 and "already holds a run" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert (out/"adapter_model.safetensors").stat().st_mtime_ns == before
+
+def test_kill_and_resume_reaches_the_same_adapter(clean, tmp_path):
+    out = tmp_path/"run"
+    p = start(cmd(out), tmp_path/"log1")
+    wait_for(lambda: (out/"checkpoint-4").is_dir() and checkpoint_ok(out/"checkpoint-4"), p)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not (out/"adapter_model.safetensors").exists(), "killed too late: the run had finished"
+    killed_at = latest_checkpoint(out)
+    at_kill = adapter(killed_at)
+    r = run(cmd(out, "--resume"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"resuming from {killed_at}" in r.stderr, r.stderr[-3000:]
+    a, b = adapter(clean[0]), adapter(out)
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    moved = max((b[k] - at_kill[k]).abs().max().item() for k in b)
+    print(f"resumed vs uninterrupted: max difference {diff:.2e}; the steps after {killed_at.name} moved weights by {moved:.2e}")
+    assert diff < 1e-6 and moved > 1e-5                                  # the resumed steps did train, and the same way
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    out = tmp_path/"run"
+    p = start(cmd(out), tmp_path/"log")
+    wait_for(lambda: (out/"checkpoint-2").is_dir() and checkpoint_ok(out/"checkpoint-2"), p)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=300) == 130, (tmp_path/"log").read_text()[-3000:]
+    log = (tmp_path/"log").read_text()
+    assert "Ctrl-C: stopping after this step" in log and "Traceback" not in log
+    last = latest_checkpoint(out)
+    assert last is not None and int(last.name.split("-")[1]) >= 3, last   # a checkpoint at the step it stopped, not only the scheduled one
+    assert not (out/"adapter_model.safetensors").exists()                 # an interrupted run is not a final adapter
+    assert json.loads((out/"train_results.json").read_text())["interrupted"] is True
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
+    out = tmp_path/"run"
+    r = run(cmd(out, "--set", "training.learning_rate=1e30", "--set", "training.warmup_ratio=0", "--set", "training.save_steps=1",
+                "--set", "training.eval_steps=1"))
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    m = re.search(r"wronai: the training loss became (nan|inf) at step (\d+).*Last good checkpoint: (\S+?)\.", r.stderr)
+    assert m, r.stderr[-2000:]
+    good = Path(m.group(3))
+    assert checkpoint_ok(good) and int(good.name.split("-")[1]) == int(m.group(2)) - 1
+    assert all(torch.isfinite(t).all() for t in adapter(good).values())
+    assert "Traceback" not in r.stderr
+
+def test_two_processes_agree_and_save_one_adapter(tmp_path):
+    if shutil.which("accelerate") is None: pytest.fail("accelerate launch is not installed")
+    out = tmp_path/"run"
+    # accelerate's data-parallel launcher (torchrun underneath); without a GPU the processes talk over gloo on the CPU.
+    # (`--cpu` with several processes would need mpirun.)
+    r = run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+             "--dynamo_backend", "no", *cmd(out)[1:]])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sums = dict(re.findall(r"rank (\d)/2: adapter sha256 (\w+)", r.stdout))
+    assert sorted(sums) == ["0", "1"], r.stdout[-3000:]
+    assert sums["0"] == sums["1"], sums                  # each rank saw different batches; synced gradients keep every weight equal
+    res = json.loads((out/"train_results.json").read_text())
+    assert res["world_size"] == 2 and res["adapter_sha256"] == sums["0"]
+    assert adapter(out).keys() == adapter(out/"checkpoint-8").keys()        # one adapter, readable: not two writers' mix
+
+def test_quick_test_main_job(tmp_path):
+    "The README's main command, in full: the loss halves and held-out perplexity falls by at least half."
+    out = tmp_path/"quick_test"
+    r = run([sys.executable, "scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir", str(out)], timeout=3000)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((out/"train_results.json").read_text())
+    print(r.stdout[-800:])
+    assert res["train_loss_last"] <= res["train_loss_first"] / 2, (res["train_loss_first"], res["train_loss_last"])
+    assert res["eval_after"]["perplexity"] <= res["eval_before"]["perplexity"] / 2, (res["eval_before"], res["eval_after"])
