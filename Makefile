@@ -3,7 +3,7 @@ PY ?= python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test train clean-nbs outputs
+.PHONY: install test train benchmark clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -18,6 +18,13 @@ test: install
 CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`
 	$(PY) scripts/train.py --config $(CONFIG) $(ARGS)
+
+benchmark: install  ## train quick_test into runs/benchmark, evaluate it, and regenerate the README's Benchmarks from the JSON
+	rm -rf runs/benchmark
+	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu.json
+	$(PY) -c "import json; r = json.load(open('runs/benchmark/train_results.json')); r.pop('log_history'); json.dump(r, open('benchmarks/quick_test_cpu_train.json', 'w'), indent=1)"
+	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
 clean-nbs:
 	nbdev_clean && nbdev_export && $(PY) scripts/make_readme.py

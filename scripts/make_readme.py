@@ -1,7 +1,9 @@
 """Write README.md from nbs/index.ipynb (nbdev's readme_nb), without quarto.
 
 Markdown cells are copied as they are; code cells become fenced Python blocks followed by their
-text output, so the README shows what the notebook showed. `--check` exits 1 when README.md differs.
+text output, so the README shows what the notebook showed. A cell starting with `#| echo: false`
+contributes its output only, and a `text/markdown` output (IPython's `Markdown(...)`) is copied as
+markdown, so tables computed from files (the benchmarks) appear as tables. `--check` exits 1 when README.md differs.
 Usage: python scripts/make_readme.py [--check]
 """
 import json, sys
@@ -17,9 +19,11 @@ def render(nb_path):
         if not src or src.startswith("#| hide"): continue
         if cell["cell_type"] == "markdown": parts.append(src)
         elif cell["cell_type"] == "code":
-            parts.append(f"```python\n{src}\n```")
-            out = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            if not src.startswith("#| echo: false"): parts.append(f"```python\n{src}\n```")
+            outs = cell.get("outputs", [])
+            out = "".join("".join(o.get("text", "")) for o in outs if o.get("output_type") == "stream")
             if out.strip(): parts.append(f"```\n{out.rstrip()}\n```")
+            parts += ["".join(o["data"]["text/markdown"]).strip() for o in outs if "text/markdown" in o.get("data", {})]
     return "\n\n".join(parts) + "\n"
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def default_exps():
 
 def test_one_notebook_per_module():
     exps = default_exps()
-    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "data", "train", "cli"} <= set(exps)
+    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "data", "train", "evaluate", "infer", "cli"} <= set(exps)
     assert all(len(v) == 1 for v in exps.values()), exps
     for mod in exps: assert (ROOT/"wronai"/f"{mod.replace('.', '/')}.py").exists(), mod
 
@@ -29,3 +29,4 @@ def test_readme_is_generated_from_index():
 def test_readme_names_the_commands():
     text = (ROOT/"README.md").read_text(encoding="utf-8")
     assert "make test" in text and "make train" in text and "wronai config check" in text and "wronai train" in text
+    assert "wronai eval" in text and "wronai chat" in text and "## Benchmarks" in text

@@ -81,14 +81,104 @@ def _add_train(sub):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.learning_rate=1e-4")
     p.set_defaults(func=_train)
 
-# %% ../nbs/09_cli.ipynb #3d2ced70
+# %% ../nbs/09_cli.ipynb #9c04a95d
+def _eval(args):
+    "Evaluate base versus tuned; exit 0 done, 2 bad input."
+    import json, logging
+    from pathlib import Path
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = load_config(args.config, args.set)
+    from wronai.evaluate import evaluate, plot_report, report_table
+    try: rep = evaluate(cfg, args.adapter, args.text, quantized=not args.full_precision)
+    except (FileNotFoundError, ValueError) as e: return _fail(e, 2)
+    print(report_table(rep))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    plot = Path(args.plot or Path(args.adapter)/"eval.png")
+    plot_report(rep).savefig(plot, dpi=100)
+    print(f"plot: {plot}" + (f"; report: {args.json}" if args.json else ""))
+    return 0
+
+def _add_eval(sub):
+    "Register `wronai eval`."
+    p = sub.add_parser("eval", help="base versus tuned on held-out data (see nbs/07_eval.ipynb)")
+    p.add_argument("--config", required=True, help="the config the adapter was trained with")
+    p.add_argument("--adapter", required=True, help="output folder of `wronai train` (or one of its checkpoints)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the report here as JSON")
+    p.add_argument("--text", default=None, metavar="FILE", help="also the perplexity of this Polish text file")
+    p.add_argument("--plot", default=None, metavar="FILE", help="exact match per family as an image (default: ADAPTER/eval.png)")
+    p.add_argument("--full-precision", action="store_true", help="load the base unquantized instead of NF4 as trained")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. evaluation.max_examples=50")
+    p.set_defaults(func=_eval)
+
+# %% ../nbs/09_cli.ipynb #1fbba551
+def _chat(args):
+    "Answer questions with base + adapter; exit 0 done, 2 bad input, 130 Ctrl-C."
+    from wronai.infer import Chat, Sampling
+    try:
+        s = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed)
+        chat = Chat.from_adapter(args.adapter, args.config, quantized=not args.full_precision, register=args.register, sampling=s)
+    except (FileNotFoundError, ValueError) as e: return _fail(e, 2)
+    tty = args.prompt is None and sys.stdin.isatty()
+    if tty: print("Ask in Polish. /formal and /informal switch the register; an empty line or Ctrl-D ends.")
+    lines = [args.prompt] if args.prompt is not None else iter(lambda: input("> " if tty else ""), None)
+    try:
+        for q in _until_eof(lines):
+            q = q.strip()
+            if not q:
+                if tty: break
+                continue                                                       # piped input: blank lines are skipped
+            if q in ("/formal", "/informal"): chat.register = q[1:]; continue
+            chat.ask(q, lambda piece: print(piece, end="", flush=True))
+            print(flush=True)
+    except KeyboardInterrupt: print(); return 130
+    return 0
+
+def _until_eof(lines):
+    "Items of `lines` until it raises EOFError (Ctrl-D, or the end of piped input)."
+    try: yield from lines
+    except EOFError: return
+
+def _merge(args):
+    "Write a merged standalone model; exit 0 done, 2 bad input."
+    from wronai.infer import merge
+    try: merge(args.adapter, args.out, args.config)
+    except (FileNotFoundError, FileExistsError) as e: return _fail(e, 2)
+    print(f"merged model, tokenizer and config: {args.out}")
+    return 0
+
+def _add_chat(sub):
+    "Register `wronai chat` and `wronai merge`."
+    p = sub.add_parser("chat", help="talk to a tuned model in the terminal (see nbs/08_inference.ipynb)")
+    p.add_argument("--adapter", required=True, help="output folder of `wronai train`")
+    p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
+    p.add_argument("--prompt", default=None, help="answer this one question and exit")
+    p.add_argument("--register", choices=["formal", "informal"], default="formal", help="Polish register tag of the prompt")
+    p.add_argument("--full-precision", action="store_true", help="load the base unquantized instead of NF4 as trained")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="answer budget in tokens")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sample")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: in (0, 1]")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0: no limit")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeats")
+    p.add_argument("--seed", type=int, default=None, help="seed, so sampled answers reproduce")
+    p.set_defaults(func=_chat)
+    m = sub.add_parser("merge", help="fold the adapter into a full-precision base and save a standalone model")
+    m.add_argument("--adapter", required=True, help="output folder of `wronai train`")
+    m.add_argument("--out", required=True, help="a new folder for the merged model")
+    m.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
+    m.set_defaults(func=_merge)
+
+# %% ../nbs/09_cli.ipynb #9ec65b9b
 def parser():
     "The `wronai` argument parser."
-    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, models, training, evaluation.")
+    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
     _add_data(sub)
     _add_train(sub)
+    _add_eval(sub)
+    _add_chat(sub)
     return p
 
 def main(argv=None):

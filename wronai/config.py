@@ -305,7 +305,7 @@ class MonitoringArgs(_Section):
         if len(set(r)) != len(r): return [("report_to", f"duplicates in {r}")]
         return []
 
-# %% ../nbs/00_config.ipynb #26fbca12
+# %% ../nbs/00_config.ipynb #2cc0b639
 METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics", "stopping")
 
 @dataclass
@@ -313,12 +313,16 @@ class EvaluationArgs(_Section):
     "What the evaluation step measures."
     metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # metrics to compute
     polish_metrics: bool = True  # Polish-specific metrics (known words, language id, diacritics) on generated answers
-    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets to evaluate on
+    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, or instruction data files (JSONL, JSON, CSV, Parquet)
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together
+    max_examples: int | None = None  # evaluate on a seeded sample of this many held-out examples; None: all
+    seed: int = 42  # seed of that sample
 
     def _problems(self):
         p = [(k, f"must be >= 1, got {getattr(self, k)}") for k in ("max_new_tokens", "batch_size") if getattr(self, k) < 1]
+        if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
+        if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p
 

@@ -1,0 +1,83 @@
+"""The README's main job in full: `scripts/train.py --config configs/quick_test.yaml` (about 10 minutes on 2 CPU
+cores), then `wronai eval`, `wronai chat` and `wronai merge` on its adapter. What issues #7 and #8 ask the quick_test
+run to show is asserted here."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+def run(*args, timeout=3000):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
+
+@pytest.fixture(scope="module")
+def quick_test(tmp_path_factory):
+    out = tmp_path_factory.mktemp("main")/"quick_test"
+    r = run("scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir", out)
+    print(r.stdout[-700:])
+    return out
+
+def test_training_loss_halves_and_held_out_perplexity_falls(quick_test):
+    res = json.loads((quick_test/"train_results.json").read_text())
+    assert res["steps"] == 100
+    assert res["train_loss_last"] <= res["train_loss_first"] / 2, (res["train_loss_first"], res["train_loss_last"])
+    assert res["eval_after"]["perplexity"] <= res["eval_before"]["perplexity"] / 2, (res["eval_before"], res["eval_after"])
+    assert res["tokens_per_second"] > 0 and res["peak_memory_mb"] > 0
+
+def test_tuned_beats_base_in_the_eval_report(quick_test, tmp_path):
+    report = tmp_path/"eval.json"
+    r = run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", report)
+    print(r.stdout)
+    rep = json.loads(report.read_text())
+    assert isinstance(rep["base"]["perplexity"], float) and isinstance(rep["tuned"]["perplexity"], float)
+    assert rep["tuned"]["perplexity"] < rep["base"]["perplexity"]
+    fams = [f for f in rep["tuned"]["exact_match"] if f != "all"]
+    better = [f for f in fams if rep["tuned"]["exact_match"][f] > rep["base"]["exact_match"][f]]
+    assert len(better) >= 3, rep["base"]["exact_match"] | {"tuned": rep["tuned"]["exact_match"]}
+    assert (quick_test/"eval.png").exists()
+
+def test_eval_is_deterministic(quick_test, tmp_path):
+    a, b = tmp_path/"a.json", tmp_path/"b.json"
+    for f in (a, b):
+        run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", f,
+            "--plot", tmp_path/"p.png", "--set", "evaluation.max_examples=24")
+    assert a.read_bytes() == b.read_bytes()
+
+Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
+
+def chat(adapter, *args, stdin=None):
+    "stdout of `wronai chat --adapter ADAPTER *args`, with `stdin` piped in."
+    r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(adapter), "--max-new-tokens", "32", *args], cwd=ROOT, env=ENV,
+                       input=stdin, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+def test_chat_one_question_and_piped_lines_agree(quick_test):
+    one = chat(quick_test, "--prompt", Q1)
+    two = chat(quick_test, "--prompt", Q2, "--register", "informal")
+    assert one.strip() and two.strip()
+    assert chat(quick_test, stdin=f"{Q1}\n\n/informal\n{Q2}\n") == one + two      # blank lines skipped, register switched
+
+def test_merged_model_answers_like_base_plus_adapter(quick_test, tmp_path):
+    out = tmp_path/"merged"
+    run(*WRONAI, "merge", "--adapter", quick_test, "--out", out)
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "wronai.yaml"} <= set(files)
+    again = subprocess.run([sys.executable, *WRONAI, "merge", "--adapter", str(quick_test), "--out", str(out)], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "is not empty" in again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files                 # nothing overwritten
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from wronai.infer import prompt_for
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)   # plain transformers, no peft
+    b = tok(prompt_for(Q1, tok), return_tensors="pt")
+    with torch.no_grad(): g = model.generate(**b, max_new_tokens=32, do_sample=False)          # stops by its saved generation config
+    merged = tok.decode(g[0, b.input_ids.shape[1]:], skip_special_tokens=True).strip()
+    assert merged == chat(quick_test, "--prompt", Q1, "--full-precision").strip()
