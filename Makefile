@@ -19,11 +19,12 @@ CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`
 	$(PY) scripts/train.py --config $(CONFIG) $(ARGS)
 
-benchmark: install  ## train quick_test into runs/benchmark, evaluate it, and regenerate the README's Benchmarks from the JSON
+benchmark: install  ## train quick_test into runs/benchmark, evaluate it, time generation, and regenerate the README's Benchmarks from the JSON
 	rm -rf runs/benchmark
 	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu.json
 	$(PY) -c "import json; r = json.load(open('runs/benchmark/train_results.json')); r.pop('log_history'); json.dump(r, open('benchmarks/quick_test_cpu_train.json', 'w'), indent=1)"
+	$(PY) scripts/bench_generate.py --adapter runs/benchmark --json benchmarks/quick_test_cpu_generate.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
 clean-nbs:

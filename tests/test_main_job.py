@@ -81,3 +81,20 @@ def test_merged_model_answers_like_base_plus_adapter(quick_test, tmp_path):
     with torch.no_grad(): g = model.generate(**b, max_new_tokens=32, do_sample=False)          # stops by its saved generation config
     merged = tok.decode(g[0, b.input_ids.shape[1]:], skip_special_tokens=True).strip()
     assert merged == chat(quick_test, "--prompt", Q1, "--full-precision").strip()
+
+def test_generation_benchmark_runs_and_reports_against_the_merged_peer(quick_test, tmp_path):
+    "The figures are not judged (they are machine-bound); what they are taken over, and the ratios, are."
+    out = tmp_path/"gen.json"
+    r = run("scripts/bench_generate.py", "--adapter", quick_test, "--prompts", "3", "--new-tokens", "4", "--batch-sizes", "1,2", "--json", out)
+    print(r.stdout)
+    rep = json.loads(out.read_text())
+    assert [(x["model"], x["batch_size"]) for x in rep["runs"]] == [(m, b) for b in (1, 2) for m in ("NF4 base + adapter", "full base + adapter", "merged")]
+    for x in rep["runs"]:
+        assert x["tokens"] == 3 * 4 and x["tokens_per_s"] > 0                       # every prompt ran the full 4 tokens
+        peer = next(p for p in rep["runs"] if p["model"] == "merged" and p["batch_size"] == x["batch_size"])
+        assert x["speed_vs_merged"] == pytest.approx(x["tokens_per_s"] / peer["tokens_per_s"])
+    nf4, merged = rep["runs"][0], rep["runs"][2]
+    assert nf4["weights_mib"] < 0.5 * merged["weights_mib"]                           # 4-bit layers; embeddings stay full precision
+    bad = subprocess.run([sys.executable, "scripts/bench_generate.py", "--adapter", str(tmp_path/"none")], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "wronai.yaml: not found" in bad.stderr
