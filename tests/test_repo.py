@@ -1,5 +1,5 @@
 """The repository is consistent: one notebook per module, README generated from nbs/index.ipynb."""
-import json, re, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +30,15 @@ def test_readme_names_the_commands():
     text = (ROOT/"README.md").read_text(encoding="utf-8")
     assert "make test" in text and "make train" in text and "wronai config check" in text and "wronai train" in text
     assert "wronai eval" in text and "wronai chat" in text and "## Benchmarks" in text
+
+def test_make_train_may_reach_the_hub_while_make_test_stays_offline(tmp_path):
+    "`make train CONFIG=configs/default.yaml` downloads Mistral-7B on Colab, so make must not switch the hub off for it."
+    probe = tmp_path/"probe.py"     # stands in for python in every recipe line and prints what it was given
+    probe.write_text("import os; print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'), os.environ.get('HF_DATASETS_OFFLINE'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MAKEFLAGS", "MAKELEVEL")}
+    def seen(*args):
+        r = subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PY={sys.executable} {probe}"], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return {l for l in r.stdout.splitlines() if l.startswith("OFFLINE")}
+    assert seen("train", "CONFIG=configs/default.yaml") == {"OFFLINE None None"}
+    assert seen("test") == {"OFFLINE 1 1"}
