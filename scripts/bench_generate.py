@@ -2,7 +2,9 @@
 
     python scripts/bench_generate.py --adapter runs/benchmark [--json benchmarks/quick_test_cpu_generate.json]
 
-- "NF4 base + adapter": how it was trained (bitsandbytes 4-bit base, peft LoRA beside each layer);
+- "NF4 base + adapter": how it was trained (bitsandbytes 4-bit base, peft LoRA beside each layer), as inference loads it:
+  on a CPU with AVX512-BF16 bitsandbytes' fused 4-bit kernel runs it, and then a second row, "NF4 base + adapter,
+  standard layout", times the same model with that kernel off (the layout training uses), in the same process;
 - "full base + adapter": the base in full precision (fp32 on CPU, bf16/fp16 on CUDA), LoRA still unmerged;
 - "merged": the adapter folded in by `wronai.infer.merge` and loaded with plain transformers, the peer
   that each ratio is taken against.
@@ -13,6 +15,14 @@ import argparse, json, platform, sys, tempfile
 from pathlib import Path
 
 import torch
+
+
+def cpu_flags():
+    "The CPU's model name and the instruction-set flags that change which kernels bitsandbytes and torch run."
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
+    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    return {"model": model, "flags": sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))}
 
 
 def main(argv=None):
@@ -30,6 +40,7 @@ def main(argv=None):
     from wronai.evaluate import benchmark_rows
     from wronai.infer import generation_speed, load_adapter, merge, prompt_for
     from wronai.models import load_model
+    from wronai.quant import _has_fused, cpu_packing
     from transformers import AutoTokenizer
     try: cfg, tok, nf4 = load_adapter(a.adapter)
     except FileNotFoundError as e: ap.exit(2, f"bench_generate: {e}\n")
@@ -37,7 +48,10 @@ def main(argv=None):
     prompts = [prompt_for(r["instruction"], tok, cfg.data.prompt_format, r["register"]) for r in rows]
 
     _, ftok, full = load_adapter(a.adapter, quantized=False)
-    models = {"NF4 base + adapter": (nf4, tok), "full base + adapter": (full, ftok)}
+    models = {"NF4 base + adapter": (nf4, tok)}
+    fused = next(nf4.parameters()).device.type == "cpu" and _has_fused()
+    if fused: models["NF4 base + adapter, standard layout"] = (cpu_packing(load_adapter(a.adapter)[2], False), tok)
+    models["full base + adapter"] = (full, ftok)
     with tempfile.TemporaryDirectory() as tmp:
         merge(a.adapter, Path(tmp)/"merged")
         models["merged"] = (load_model(str(Path(tmp)/"merged"), cfg.model.dtype, cfg.hardware.device), AutoTokenizer.from_pretrained(Path(tmp)/"merged"))
@@ -57,8 +71,8 @@ def main(argv=None):
                device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
                torch=torch.__version__, runs=runs)
     if dev.type == "cpu":                                                           # its fused 4-bit CPU kernel needs AVX512-BF16
-        from bitsandbytes.functional import has_avx512bf16
-        out["bnb_fused_cpu_4bit"] = bool(has_avx512bf16())
+        out["bnb_fused_cpu_4bit"] = fused
+        out["cpu_flags"] = cpu_flags()
     for r in runs: print(f"{r['model']:<20} batch {r['batch_size']:>2}: speed x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of merged")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -88,12 +88,14 @@ def test_generation_benchmark_runs_and_reports_against_the_merged_peer(quick_tes
     r = run("scripts/bench_generate.py", "--adapter", quick_test, "--prompts", "3", "--new-tokens", "4", "--batch-sizes", "1,2", "--json", out)
     print(r.stdout)
     rep = json.loads(out.read_text())
-    assert [(x["model"], x["batch_size"]) for x in rep["runs"]] == [(m, b) for b in (1, 2) for m in ("NF4 base + adapter", "full base + adapter", "merged")]
+    names = ["NF4 base + adapter", *(["NF4 base + adapter, standard layout"] if rep["bnb_fused_cpu_4bit"] else []), "full base + adapter", "merged"]
+    assert [(x["model"], x["batch_size"]) for x in rep["runs"]] == [(m, b) for b in (1, 2) for m in names]
+    assert isinstance(rep["cpu_flags"]["flags"], list) and rep["cpu_flags"]["model"]          # the figures say which CPU made them
     for x in rep["runs"]:
         assert x["tokens"] == 3 * 4 and x["tokens_per_s"] > 0                       # every prompt ran the full 4 tokens
         peer = next(p for p in rep["runs"] if p["model"] == "merged" and p["batch_size"] == x["batch_size"])
         assert x["speed_vs_merged"] == pytest.approx(x["tokens_per_s"] / peer["tokens_per_s"])
-    nf4, merged = rep["runs"][0], rep["runs"][2]
+    nf4, merged = rep["runs"][0], rep["runs"][len(names) - 1]
     assert nf4["weights_mib"] < 0.5 * merged["weights_mib"]                           # 4-bit layers; embeddings stay full precision
     bad = subprocess.run([sys.executable, "scripts/bench_generate.py", "--adapter", str(tmp_path/"none")], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=600)

@@ -92,6 +92,39 @@ def test_kill_and_resume_reaches_the_same_adapter(clean, tmp_path):
     print(f"resumed vs uninterrupted: max difference {diff:.2e}; the steps after {killed_at.name} moved weights by {moved:.2e}")
     assert diff < 1e-6 and moved > 1e-5                                  # the resumed steps did train, and the same way
 
+# The same command as `cmd`, with bitsandbytes as on a CPU with AVX512-BF16 (wronai.quant.as_on_avx512bf16: its real fused
+# kernel where this CPU has one, a stand-in elsewhere), and a probe that records, at every training step, how many 4-bit
+# layers have bitsandbytes' packing switch on and how many are in its packed inference layout.
+AS_ON_AVX512BF16 = """
+import json, sys
+from wronai import train as T
+from wronai.cli import main
+from wronai.quant import _has_fused, as_on_avx512bf16, linear4bit_layers, packed_layers
+seen, step = [], T.WronaiTrainer.training_step
+def probe(self, model, *a, **k):
+    layers = linear4bit_layers(model)
+    seen.append([len(layers), sum(m.support_avx512bf16_for_cpu for _, m in layers), len(packed_layers(model))])
+    return step(self, model, *a, **k)
+T.WronaiTrainer.training_step = probe
+with as_on_avx512bf16(): code = main(["train", *sys.argv[2:]])
+json.dump({"steps": seen, "real_kernel": _has_fused()}, open(sys.argv[1], "w"))
+sys.exit(code)
+"""
+
+def test_packing_cpus_train_the_same_adapter(clean, tmp_path):
+    "On a CPU with AVX512-BF16 bitsandbytes packs 4-bit weights at the first eval pass, and training through them loses gradients."
+    out, probe = tmp_path/"run", tmp_path/"probe.json"
+    r = run([sys.executable, "-c", AS_ON_AVX512BF16, str(probe), *cmd(out)[2:]])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    seen = json.loads(probe.read_text())
+    print("bitsandbytes' fused CPU kernel:", "the real one (this CPU has AVX512-BF16)" if seen["real_kernel"] else
+          "not available on this CPU (no AVX512-BF16); the packed path ran on wronai.quant.fused_cpu_gemm")
+    assert len(seen["steps"]) == 8 and all(n == 210 and on == 0 and packed == 0 for n, on, packed in seen["steps"]), seen
+    a, b = adapter(clean[0]), adapter(out)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"packing as shipped vs packing unavailable: max adapter difference {diff:.2e}")
+    assert a.keys() == b.keys() and diff < 1e-6
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path/"run"
     p = start(cmd(out), tmp_path/"log")

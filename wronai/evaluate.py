@@ -16,7 +16,7 @@ import torch
 
 from .data import DataReport, _sample, normalize, pad_collator, read_dataset, render, tokenize
 from .models import load_model
-from .quant import load_quantized
+from .quant import cpu_packing, load_quantized
 from .tokens import resize_with_piece_mean
 from .train import perplexity
 
@@ -34,7 +34,8 @@ def load_tuned(cfg, adapter_dir, quantized=True, cache=None):
     base = load_quantized(cfg, cache) if quantized else load_model(cfg.model.name, cfg.model.dtype, cfg.hardware.device,
                                                                     cfg.model.revision, cfg.model.trust_remote_code, cache)
     resize_with_piece_mean(base, tok)
-    return tok, PeftModel.from_pretrained(base, adapter_dir).eval()
+    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    return tok, cpu_packing(model, True)               # for inference only: bitsandbytes' fused CPU kernel where it exists
 
 # %% ../nbs/07_eval.ipynb #c3d66453
 def benchmark_rows(cfg, cache=None):

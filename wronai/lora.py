@@ -51,6 +51,8 @@ def lora_config(cfg, trainable_token_indices=None):
 def add_lora(model, cfg, trainable_token_indices=None):
     "Prepare a (quantized) base for training as the config says and add peft LoRA adapters."
     from peft import get_peft_model, prepare_model_for_kbit_training
+    from wronai.quant import cpu_packing
+    cpu_packing(model, False)                          # bitsandbytes' CPU inference layout has no backward (03_quantization)
     gc = cfg.training.gradient_checkpointing
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,

@@ -19,7 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from .data import PackedCollator, load_data, pack, pad_collator
 from .lora import add_lora, trainable_report
 from .models import PACKAGED, model_path, pick_device
-from .quant import load_quantized
+from .quant import load_quantized, packed_layers
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 
 log = logging.getLogger("wronai.train")
@@ -160,8 +160,12 @@ class NonFiniteLoss(RuntimeError):
     "The training loss became NaN or infinite."
 
 class WronaiTrainer(Trainer):
-    "The transformers Trainer, stopping at the first non-finite training loss, and saving adapters without whole embedding matrices."
+    "The transformers Trainer: never on bitsandbytes' CPU inference layout, stopping at the first non-finite loss, saving adapters without whole embedding matrices."
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if packed := packed_layers(model):                                   # no backward through that layout (03_quantization)
+            raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in bitsandbytes' CPU inference layout, which "
+                               "passes no gradient to their inputs; load the model again, and call wronai.quant.cpu_packing(model, False) "
+                               "before anything runs in eval mode")
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             raise NonFiniteLoss(f"the training loss became {loss.item()} at step {self.state.global_step + 1} "
