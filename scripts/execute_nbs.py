@@ -10,7 +10,7 @@ from execnb.shell import CaptureShell
 from fastcore.xtras import working_directory
 from nbdev.config import get_config
 
-flags = [f for f in get_config().tst_flags.split("|") if f]
+flags = get_config().tst_flags.split()                  # split as nbdev_test splits them
 flagged = re.compile(r"^#\|\s*(%s)\s*$" % "|".join(map(re.escape, flags)), re.M) if flags else None
 
 def skip(cell):

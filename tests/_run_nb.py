@@ -9,7 +9,7 @@ from pathlib import Path
 from nbdev.config import get_config
 from nbdev.test import test_nb
 
-flags = set(get_config().tst_flags.split("|")) - {""}
+flags = set(get_config().tst_flags.split())             # split as nbdev_test splits them
 forced = {f.strip() for f in os.environ.get("WRONAI_TEST_FLAGS", "").split(",") if f.strip()}
 if "gpu" in flags:
     import torch

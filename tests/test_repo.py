@@ -50,3 +50,12 @@ def test_upstream_reproduction_of_the_cpu_packing_gradient_loss():
     assert "bitsandbytes 0." in r.stdout and "has_avx512bf16():" in r.stdout, r.stdout + r.stderr
     assert r.returncode == (1 if has_avx512bf16() else 2), r.stdout + r.stderr   # 0 once bitsandbytes keeps the gradient
     print(r.stdout)
+
+def test_test_flags_are_written_the_way_nbdev_reads_them():
+    "nbdev_test splits settings.ini `tst_flags` on whitespace: `slow|gpu` would be one flag, and `#| gpu` cells would run on a CPU."
+    from nbdev.config import get_config
+    flags = get_config().tst_flags.split()                                     # nbdev/test.py does exactly this
+    assert {"slow", "gpu"} <= set(flags), flags
+    used = {m for nb in (ROOT/"nbs").glob("*.ipynb") for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]
+            for m in re.findall(r"^#\|\s*(slow|gpu|notest)\s*$", "".join(c["source"]), re.M)}
+    assert used <= set(flags), used - set(flags)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'PACKAGED', 'cache_dir', 'PackagedModel', 'ModelSource', 'resolve_model', 'packaged_dir', 'pick_device',
-           'pick_dtype', 'model_path', 'hub_hint', 'load_model', 'tiny_mistral']
+           'native_bf16', 'pick_dtype', 'simulated_gpu', 'model_path', 'hub_hint', 'load_model', 'tiny_mistral']
 
 # %% ../nbs/01_models.ipynb #a5bc6898
 import importlib.metadata, importlib.util, json, logging, os, shutil, tempfile, time
@@ -128,6 +128,10 @@ def pick_device(requested="auto"):
 
 _DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
+def native_bf16():
+    "True on a CUDA GPU that computes bfloat16 in hardware: compute capability 8.0 or newer (A100, L4, H100), not a T4 or V100."
+    return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= (8, 0)   # is_bf16_supported() counts emulation
+
 def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
     "`(dtype, reason)`: the compute dtype to use for `requested` on `device`; `bf16_ok` overrides the GPU probe."
     if requested not in ("auto", *_DT): raise ValueError(f"dtype must be auto, bfloat16, float16 or float32; got {requested!r}")
@@ -137,11 +141,18 @@ def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
     if device == "mps":
         if requested in ("auto", "float16"): return torch.float16, "float16 on Apple MPS"
         return _DT[requested], f"{requested} on Apple MPS"
-    if bf16_ok is None: bf16_ok = torch.cuda.is_bf16_supported()
+    if bf16_ok is None: bf16_ok = native_bf16()
     if requested in ("auto", "bfloat16"):
         if bf16_ok: return torch.bfloat16, "bfloat16 on a GPU that supports it"
         return torch.float16, "this GPU has no bfloat16 (pre-Ampere, e.g. a T4): using float16"
     return _DT[requested], f"{requested} as requested"
+
+# %% ../nbs/01_models.ipynb #c79a4f74
+def simulated_gpu(capability):
+    "A context in which torch reports one CUDA GPU of compute `capability` (e.g. `(7, 5)`, a T4): for testing device decisions anywhere."
+    from unittest import mock
+    return mock.patch.multiple(torch.cuda, is_available=lambda: True, device_count=lambda: 1,
+                               get_device_capability=lambda device=None: tuple(capability))
 
 # %% ../nbs/01_models.ipynb #7f2f5859
 def model_path(name, cache=None):

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .data import PackedCollator, load_data, pack, pad_collator
 from .lora import add_lora, trainable_report
-from .models import PACKAGED, model_path, pick_device
+from .models import PACKAGED, model_path, native_bf16, pick_device
 from .quant import load_quantized, packed_layers
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 
@@ -38,7 +38,7 @@ def pick_precision(precision, device, bf16_ok=None):
     if device != "cuda":
         note = None if precision in ("auto", "fp32") else f"training.precision {precision} needs CUDA; training in fp32 on {device}"
         return {"bf16": False, "fp16": False}, note
-    if bf16_ok is None: bf16_ok = torch.cuda.is_bf16_supported()
+    if bf16_ok is None: bf16_ok = native_bf16()
     if precision == "auto": precision = "bf16" if bf16_ok else "fp16"
     if precision == "bf16" and not bf16_ok: return {"bf16": False, "fp16": True}, "this GPU has no bfloat16 (pre-Ampere); training in fp16"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}, None
