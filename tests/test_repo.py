@@ -59,3 +59,39 @@ def test_test_flags_are_written_the_way_nbdev_reads_them():
     used = {m for nb in (ROOT/"nbs").glob("*.ipynb") for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]
             for m in re.findall(r"^#\|\s*(slow|gpu|notest)\s*$", "".join(c["source"]), re.M)}
     assert used <= set(flags), used - set(flags)
+
+def test_every_lesson_has_its_colab_badge_and_setup_cell():
+    r = subprocess.run([sys.executable, "scripts/colab_cells.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+RUN_ALL = """import sys
+from execnb.nbio import read_nb
+from execnb.shell import CaptureShell
+CaptureShell(sys.argv[1]).run_all(read_nb(sys.argv[1]), exc_stop=True)
+"""
+
+def test_a_notebook_opened_on_colab_clones_installs_and_finds_the_course(tmp_path):
+    "A notebook alone in a fresh folder, on 'Colab' (a google.colab module), clones this checkout, installs once, then runs."
+    import shutil
+    fake = tmp_path/"fake"
+    (fake/"google"/"colab").mkdir(parents=True)
+    for d in (fake/"google", fake/"google"/"colab"): (d/"__init__.py").write_text("")
+    alone, clone = tmp_path/"downloads", tmp_path/"content"/"wronai"
+    alone.mkdir()
+    nb = json.loads((ROOT/"nbs"/"00_config.ipynb").read_text(encoding="utf-8"))
+    probe = "import os\nopen(os.environ['PROBE'], 'w').write(f'{os.getcwd()}\\n{repo_root()}')"   # where the notebook ended up
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe", "metadata": {}, "outputs": [], "source": [probe]})
+    (alone/"00_config.ipynb").write_text(json.dumps(nb))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "WRONAI_REPO": str(ROOT), "WRONAI_COLAB_DIR": str(clone), "PROBE": str(tmp_path/"probe"),
+           "WRONAI_INSTALL": f"{sys.executable} -c \"open('installed-by-test', 'w').close()\""}
+    env.pop("WRONAI_ROOT", None)
+    for attempt in (1, 2):                                                    # the second run finds the clone and the install done
+        r = subprocess.run([sys.executable, "-c", RUN_ALL, str(alone/"00_config.ipynb")], cwd=alone, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert (clone/"settings.ini").is_file() and (clone/".colab-installed").is_file() and (clone/"installed-by-test").is_file()
+        if attempt == 1: stamp = (clone/"installed-by-test").stat().st_mtime_ns
+    assert (clone/"installed-by-test").stat().st_mtime_ns == stamp             # installed once, not at every run
+    cwd, root = (tmp_path/"probe").read_text().splitlines()
+    assert (Path(cwd), Path(root)) == (clone/"nbs", clone), (cwd, root)       # it works in the clone, not beside the download

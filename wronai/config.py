@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['DTYPES', 'POLISH_TOKENS', 'MISTRAL_TARGETS', 'OPTIMIZERS', 'SCHEDULERS', 'REPORTERS', 'METRICS', 'ConfigError',
            'ModelArgs', 'TokenizerArgs', 'QuantizationArgs', 'LoraArgs', 'DataArgs', 'TrainingArgs', 'HardwareArgs',
-           'MonitoringArgs', 'EvaluationArgs', 'WronaiConfig', 'apply_overrides', 'load_config']
+           'MonitoringArgs', 'EvaluationArgs', 'WronaiConfig', 'apply_overrides', 'load_config', 'repo_root',
+           'repo_path']
 
 # %% ../nbs/00_config.ipynb #ad1a434a
-import copy, dataclasses, difflib, types
+import copy, dataclasses, difflib, importlib.util, os, types
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -380,3 +381,19 @@ def load_config(path, overrides=()):
     try: data = yaml.safe_load(text)
     except yaml.YAMLError as e: raise ConfigError([("<yaml>", f"not valid YAML: {e}")], str(path)) from None
     return WronaiConfig.from_dict(apply_overrides(data, overrides), source=str(path))
+
+# %% ../nbs/00_config.ipynb #d3f16894
+def repo_root(start=None):
+    "The wronai repository: $WRONAI_ROOT, else the nearest folder above `start` (the working folder) holding settings.ini and configs/, else the package's own."
+    here = Path(start or Path.cwd()).resolve()
+    spec = importlib.util.find_spec("wronai")
+    candidates = ([Path(os.environ["WRONAI_ROOT"])] if os.environ.get("WRONAI_ROOT") else []) + [here, *here.parents]
+    if spec and spec.origin: candidates.append(Path(spec.origin).resolve().parent.parent)
+    for c in candidates:
+        if (c/"settings.ini").is_file() and (c/"configs").is_dir(): return c
+    raise FileNotFoundError(f"no wronai repository (a folder with settings.ini and configs/) above {here} or beside the installed "
+                            "package; clone https://github.com/wronai/wronai, or set WRONAI_ROOT to your clone")
+
+def repo_path(*parts):
+    "A path inside the wronai repository, e.g. `repo_path('configs/quick_test.yaml')`."
+    return repo_root().joinpath(*parts)

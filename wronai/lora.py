@@ -6,7 +6,7 @@
 __all__ = ['LoRALinear', 'apply_lora', 'lora_config', 'add_lora', 'trainable_report', 'lora_param_count', 'merge_and_save']
 
 # %% ../nbs/04_lora.ipynb #9b59ee5b
-import math
+import math, warnings
 
 import torch
 from torch import nn
@@ -55,12 +55,13 @@ def add_lora(model, cfg, trainable_token_indices=None):
     cpu_packing(model, False)                          # bitsandbytes' CPU inference layout has no backward (03_quantization)
     gc = cfg.training.gradient_checkpointing
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)   # the upcast; checkpointing below
+    if gc:                                                 # by its transformers 5 name (peft 0.21 still calls the deprecated one)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, lora_config(cfg, trainable_token_indices))
+    with warnings.catch_warnings():                        # peft 0.21 asks `is_gradient_checkpointing`, deprecated in transformers 5
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora_config(cfg, trainable_token_indices))
 
 def trainable_report(model):
     "Trainable and total parameter counts, and the trainable share."

@@ -90,7 +90,7 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,         # transformers 5: a float < 1 is a share of the steps
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
-        gradient_checkpointing=t.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         train_sampling_strategy="group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         logging_steps=t.logging_steps, logging_first_step=True, eval_strategy="steps", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
