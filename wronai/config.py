@@ -201,7 +201,7 @@ class DataArgs(_Section):
     eval_split: str = "validation"  # split to evaluate on, when the dataset has one
     validation_size: float = 0.1  # share held out for evaluation when there is no eval_split, in (0, 1)
     seed: int = 42  # seed of the train/validation split
-    max_seq_length: int = 2048  # longer examples are truncated
+    max_seq_length: int = 2048  # longer examples are skipped and reported: cutting them would cut off the answer
     preprocessing_num_workers: int | None = None  # processes for tokenization; None: in the main process
     prompt_format: Literal["polish_tags", "chat_template"] = "polish_tags"  # Polish tags, or the model's own chat template
     packing: bool = False  # pack several examples per sequence, without cross-example attention
