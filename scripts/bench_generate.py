@@ -49,7 +49,8 @@ def main(argv=None):
 
     _, ftok, full = load_adapter(a.adapter, quantized=False)
     models = {"NF4 base + adapter": (nf4, tok)}
-    fused = next(nf4.parameters()).device.type == "cpu" and _has_fused()
+    dev = next(nf4.parameters()).device
+    fused = dev.type == "cpu" and _has_fused()                                      # its fused 4-bit CPU kernel needs AVX512-BF16
     if fused: models["NF4 base + adapter, standard layout"] = (cpu_packing(load_adapter(a.adapter)[2], False), tok)
     models["full base + adapter"] = (full, ftok)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,11 +67,10 @@ def main(argv=None):
         peer = next(p for p in runs if p["model"] == "merged" and p["batch_size"] == r["batch_size"])
         r["speed_vs_merged"] = r["tokens_per_s"] / peer["tokens_per_s"]
         r["weights_vs_merged"] = r["weights_mib"] / peer["weights_mib"]
-    dev = next(nf4.parameters()).device
     out = dict(adapter=str(a.adapter), base_model=cfg.model.name, prompts=len(prompts), new_tokens=a.new_tokens,
                device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
                torch=torch.__version__, runs=runs)
-    if dev.type == "cpu":                                                           # its fused 4-bit CPU kernel needs AVX512-BF16
+    if dev.type == "cpu":
         out["bnb_fused_cpu_4bit"] = fused
         out["cpu_flags"] = cpu_flags()
     for r in runs: print(f"{r['model']:<20} batch {r['batch_size']:>2}: speed x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of merged")

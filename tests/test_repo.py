@@ -72,7 +72,6 @@ CaptureShell(sys.argv[1]).run_all(read_nb(sys.argv[1]), exc_stop=True)
 
 def test_a_notebook_opened_on_colab_clones_installs_and_finds_the_course(tmp_path):
     "A notebook alone in a fresh folder, on 'Colab' (a google.colab module), clones this checkout, installs once, then runs."
-    import shutil
     fake = tmp_path/"fake"
     (fake/"google"/"colab").mkdir(parents=True)
     for d in (fake/"google", fake/"google"/"colab"): (d/"__init__.py").write_text("")
