@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared run trains beside the other tests. Two processes that each start one OpenMP thread per core fight over
+# the cores: a thread that loses its core holds its siblings at every barrier, and both run several times slower
+# (a 1-minute notebook took 7 beside the training). Half the cores each keeps both busy; set OMP_NUM_THREADS to override.
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
 
