@@ -94,3 +94,10 @@ def test_a_notebook_opened_on_colab_clones_installs_and_finds_the_course(tmp_pat
     assert (clone/"installed-by-test").stat().st_mtime_ns == stamp             # installed once, not at every run
     cwd, root = (tmp_path/"probe").read_text().splitlines()
     assert (Path(cwd), Path(root)) == (clone/"nbs", clone), (cwd, root)       # it works in the clone, not beside the download
+
+def test_the_output_cleaner_can_find_what_it_removes():
+    sys.path.insert(0, str(ROOT/"scripts"))
+    from execute_nbs import clean_text
+    import tempfile, sysconfig
+    dirty = f"\x1b[2K{tempfile.gettempdir()}/tmpab12/x.yaml {sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs {Path.home()}/y"
+    assert "".join(clean_text(dirty)) == "<tmp>/x.yaml <site-packages>/peft/x.py <repo>/runs ~/y"

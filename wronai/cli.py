@@ -96,7 +96,8 @@ def _eval(args):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     plot = Path(args.plot or Path(args.adapter)/"eval.png")
-    plot_report(rep).savefig(plot, dpi=100)
+    if "exact_match" in rep["tuned"]: plot_report(rep).savefig(plot, dpi=100)
+    else: plot = "none (exact_match is not among evaluation.metrics)"
     print(f"plot: {plot}" + (f"; report: {args.json}" if args.json else ""))
     return 0
 

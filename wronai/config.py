@@ -9,7 +9,7 @@ __all__ = ['DTYPES', 'POLISH_TOKENS', 'MISTRAL_TARGETS', 'OPTIMIZERS', 'SCHEDULE
            'repo_path']
 
 # %% ../nbs/00_config.ipynb #ad1a434a
-import copy, dataclasses, difflib, importlib.util, os, types
+import copy, dataclasses, difflib, importlib.util, os, types, warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -78,8 +78,9 @@ def _coerce(value, tp, path, errors):
 
 # %% ../nbs/00_config.ipynb #c64b41d1
 class _Section:
-    "Base of config sections: range checks in `_problems`, renamed keys in `_aliases`."
+    "Base of config sections: range checks in `_problems`, renamed keys in `_aliases`, retired keys (ignored with a warning) in `_retired`."
     _aliases: ClassVar[dict] = {}
+    _retired: ClassVar[dict] = {}                     # key -> why it is gone; configs and saved runs that have it still load
     def _problems(self): return []                    # (key, message) pairs for values that are typed right but unusable
 
 def _build(cls, data, path, errors):
@@ -93,7 +94,9 @@ def _build(cls, data, path, errors):
     for key, value in data.items():
         name = cls._aliases.get(key, key)
         p = f"{path}.{key}" if path else str(key)
-        if name not in names:
+        if key in cls._retired:
+            warnings.warn(f"{p} is ignored: {cls._retired[key]}; remove it from the config", stacklevel=2)
+        elif name not in names:
             errors.append((p, f"unknown key{_did_you_mean(key, names)}; allowed keys: {', '.join(names)}"))
         elif name in kw:
             errors.append((p, f"given twice: as {spelled[name]!r} and as {key!r}"))
@@ -113,16 +116,18 @@ class ModelArgs(_Section):
     revision: str | None = None  # hub branch, tag or commit; pin it for reproducible runs
     trust_remote_code: bool = False  # run Python code shipped inside a hub repository: an explicit opt-in
     dtype: Literal[DTYPES] = "auto"  # dtype of unquantized weights; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
-    device_map: str = "auto"  # accelerate placement: auto, cpu, cuda, cuda:N, mps
+    device_map: str = "auto"  # how accelerate spreads the model over the GPUs: auto, balanced, balanced_low_0, sequential, or cuda:N for one; the device is hardware.device
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None  # None: transformers picks (sdpa where available)
     _aliases: ClassVar[dict] = {"torch_dtype": "dtype"}
 
     def _problems(self):
         p = []
         if not self.name.strip(): p.append(("name", "must not be empty"))
-        if self.device_map not in ("auto", "balanced", "sequential", "cpu", "cuda", "mps") and not (
+        if self.device_map in ("cpu", "cuda", "mps"):
+            p.append(("device_map", f"places the model on GPUs; for {self.device_map!r} set hardware.device: {self.device_map}"))
+        elif self.device_map not in ("auto", "balanced", "balanced_low_0", "sequential") and not (
                 self.device_map.startswith("cuda:") and self.device_map[5:].isdigit()):
-            p.append(("device_map", f"must be auto, balanced, sequential, cpu, cuda, cuda:N or mps; got {self.device_map!r}"))
+            p.append(("device_map", f"must be auto, balanced, balanced_low_0, sequential or cuda:N; got {self.device_map!r}"))
         return p
 
 # %% ../nbs/00_config.ipynb #ba2553d5
@@ -202,18 +207,16 @@ class DataArgs(_Section):
     validation_size: float = 0.1  # share held out for evaluation when there is no eval_split, in (0, 1)
     seed: int = 42  # seed of the train/validation split
     max_seq_length: int = 2048  # longer examples are skipped and reported: cutting them would cut off the answer
-    preprocessing_num_workers: int | None = None  # processes for tokenization; None: in the main process
     prompt_format: Literal["polish_tags", "chat_template"] = "polish_tags"  # Polish tags, or the model's own chat template
     packing: bool = False  # pack several examples per sequence, without cross-example attention
     max_examples: int | None = None  # use only this many training examples (quick runs)
     max_eval_examples: int | None = None  # evaluate on only this many validation examples (quick runs)
+    _retired: ClassVar[dict] = {"preprocessing_num_workers": "nothing read it (tokenizing runs in the main process)"}
 
     def _problems(self):
         p = []
         if not 0 < self.validation_size < 1: p.append(("validation_size", f"must be in (0, 1), got {self.validation_size}"))
         if self.max_seq_length <= 0: p.append(("max_seq_length", f"must be > 0, got {self.max_seq_length}"))
-        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
-            p.append(("preprocessing_num_workers", f"must be >= 1 or null, got {self.preprocessing_num_workers}"))
         for k in ("max_examples", "max_eval_examples"):
             if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
         if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
@@ -312,8 +315,8 @@ METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "know
 @dataclass
 class EvaluationArgs(_Section):
     "What the evaluation step measures."
-    metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # metrics to compute
-    polish_metrics: bool = True  # Polish-specific metrics (known words, language id, diacritics) on generated answers
+    metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # what evaluate measures and reports; answers are generated only if a metric needs them
+    polish_metrics: bool = True  # false: leave out the Polish-specific metrics (known_words, polish_share, diacritics) even where listed
     benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, or instruction data files (JSONL, JSON, CSV, Parquet)
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together

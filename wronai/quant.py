@@ -177,14 +177,14 @@ def bnb_config(q, device):
                               bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=compute,
                               bnb_4bit_quant_storage=storage, llm_int8_skip_modules=q.llm_int8_skip_modules)
 
-def placement(hw, device, n_gpus=None, local_rank=None):
-    "`device_map`, `max_memory` and offload arguments for `from_pretrained` from a config's `hardware` section."
+def placement(hw, device, n_gpus=None, local_rank=None, device_map="auto"):
+    "`device_map`, `max_memory` and offload arguments for `from_pretrained` from a config's `hardware` section and `model.device_map`."
     if device != "cuda": return {"device_map": device}
     if local_rank is None and int(os.environ.get("WORLD_SIZE", 1)) > 1: local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if local_rank is not None: return {"device_map": {"": local_rank}}       # data parallel: a whole copy per GPU, no offload
     n_gpus = torch.cuda.device_count() if n_gpus is None else n_gpus
-    kw = {"device_map": "auto"}
-    if hw.max_gpu_memory_mb is not None:
+    kw = {"device_map": device_map}                                            # auto, balanced, balanced_low_0, sequential or cuda:N
+    if hw.max_gpu_memory_mb is not None and not device_map.startswith("cuda:"):  # limits are for spreading over devices
         mem = {i: f"{hw.max_gpu_memory_mb}MiB" for i in range(n_gpus)}
         if hw.cpu_offload: mem["cpu"] = f"{hw.max_cpu_memory_mb}MiB" if hw.max_cpu_memory_mb else f"{_ram_mib()}MiB"
         kw["max_memory"] = mem
@@ -201,7 +201,7 @@ def load_quantized(cfg, cache=None):
     device = pick_device(cfg.hardware.device)
     dtype, _ = pick_dtype(cfg.model.dtype, device)
     qc = bnb_config(cfg.quantization, device)
-    kw = placement(cfg.hardware, device)
+    kw = placement(cfg.hardware, device, device_map=cfg.model.device_map)
     if qc is not None and cfg.hardware.cpu_offload and device == "cuda": qc.llm_int8_enable_fp32_cpu_offload = True
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
