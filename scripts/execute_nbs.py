@@ -30,10 +30,10 @@ def skip(cell):
         return True
     return False
 
-PATHS = [(re.compile(re.escape(str(Path(tempfile.gettempdir()).resolve())) + r"/[\w.-]+"), "<tmp>"),
-         (re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+"), "<tmp>"),
+PATHS = [(re.compile(re.escape(str(ROOT))), "<repo>"),                      # first: a checkout may itself sit in a temp or home folder
          *[(re.compile(re.escape(p)), "<site-packages>") for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}],
-         (re.compile(re.escape(str(ROOT))), "<repo>"), (re.compile(re.escape(str(Path.home()))), "~")]
+         (re.compile(re.escape(str(Path(tempfile.gettempdir()).resolve())) + r"/[\w.-]+"), "<tmp>"),
+         (re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+"), "<tmp>"), (re.compile(re.escape(str(Path.home()))), "~")]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def clean_text(s):

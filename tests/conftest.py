@@ -17,9 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # The shared run trains beside the other tests. Two processes that each start one OpenMP thread per core fight over
 # the cores: a thread that loses its core holds its siblings at every barrier, and both run several times slower
-# (a 1-minute notebook took 7 beside the training). Half the cores each keeps both busy; set OMP_NUM_THREADS to override.
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# (a 1-minute notebook took 7 beside the training). So while the shared run works, each process gets half the cores;
+# once it is done, processes started after it get them all. Set OMP_NUM_THREADS yourself to fix the number.
+CORES, FIXED = os.cpu_count() or 2, "OMP_NUM_THREADS" in os.environ
+if not FIXED: os.environ["OMP_NUM_THREADS"] = str(max(1, CORES // 2))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}          # the shared run's: half the cores
 WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
 
 def pytest_configure(config):
@@ -51,7 +53,9 @@ class Shared:
         try:
             if (self.out/"train_results.json").exists():
                 self._run("eval", *WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", self.out, "--json", self.report)
-        finally: self.evaluated.set()
+        finally:
+            if not FIXED: os.environ["OMP_NUM_THREADS"] = str(CORES)   # the cores are free again: tests' processes read os.environ
+            self.evaluated.set()
 
     def wait(self, name, event):
         event.wait()

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def env():
+    "The environment of a process started now: offline, and the thread count conftest.py sets for this moment."
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 def run(*args, timeout=3000):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -38,18 +40,11 @@ def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
     assert len(better) >= 3, rep["base"]["exact_match"] | {"tuned": rep["tuned"]["exact_match"]}
     assert (quick_test/"eval.png").exists()
 
-def test_eval_is_deterministic(quick_test, tmp_path):
-    a, b = tmp_path/"a.json", tmp_path/"b.json"
-    for f in (a, b):
-        run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", f,
-            "--plot", tmp_path/"p.png", "--set", "evaluation.max_examples=24")
-    assert a.read_bytes() == b.read_bytes()
-
 Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
 
 def chat(adapter, *args, stdin=None):
     "stdout of `wronai chat --adapter ADAPTER *args`, with `stdin` piped in."
-    r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(adapter), "--max-new-tokens", "32", *args], cwd=ROOT, env=ENV,
+    r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(adapter), "--max-new-tokens", "32", *args], cwd=ROOT, env=env(),
                        input=stdin, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
@@ -65,7 +60,7 @@ def test_merged_model_answers_like_base_plus_adapter(quick_test, tmp_path):
     run(*WRONAI, "merge", "--adapter", quick_test, "--out", out)
     files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "wronai.yaml"} <= set(files)
-    again = subprocess.run([sys.executable, *WRONAI, "merge", "--adapter", str(quick_test), "--out", str(out)], cwd=ROOT, env=ENV,
+    again = subprocess.run([sys.executable, *WRONAI, "merge", "--adapter", str(quick_test), "--out", str(out)], cwd=ROOT, env=env(),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "is not empty" in again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files                 # nothing overwritten
@@ -93,6 +88,6 @@ def test_generation_benchmark_runs_and_reports_against_the_merged_peer(quick_tes
         assert x["speed_vs_merged"] == pytest.approx(x["tokens_per_s"] / peer["tokens_per_s"])
     nf4, merged = rep["runs"][0], rep["runs"][len(names) - 1]
     assert nf4["weights_mib"] < 0.5 * merged["weights_mib"]                           # 4-bit layers; embeddings stay full precision
-    bad = subprocess.run([sys.executable, "scripts/bench_generate.py", "--adapter", str(tmp_path/"none")], cwd=ROOT, env=ENV,
+    bad = subprocess.run([sys.executable, "scripts/bench_generate.py", "--adapter", str(tmp_path/"none")], cwd=ROOT, env=env(),
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "wronai.yaml: not found" in bad.stderr
