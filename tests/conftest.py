@@ -36,7 +36,7 @@ class Shared:
         self.report = self.tmp/"eval.json"
         self.steps = {}                                        # name -> (seconds, CompletedProcess)
         self.trained, self.evaluated = threading.Event(), threading.Event()
-        self.thread, self.proc = threading.Thread(target=self._work, daemon=True), None
+        self.thread, self.proc, self.cancelled = threading.Thread(target=self._work, daemon=True), None, False
 
     def _run(self, name, *args):
         t = time.time()
@@ -51,7 +51,7 @@ class Shared:
                 self._run("train", "scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir", self.out)
         finally: self.trained.set()
         try:
-            if (self.out/"train_results.json").exists():
+            if (self.out/"train_results.json").exists() and not self.cancelled:
                 self._run("eval", *WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", self.out, "--json", self.report)
         finally:
             if not FIXED: os.environ["OMP_NUM_THREADS"] = str(CORES)   # the cores are free again: tests' processes read os.environ
@@ -69,6 +69,7 @@ SHARED = None
 def _needs(item):
     return bool({"quick_run", "quick_eval"} & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("quick_run") is not None
 
+@pytest.hookimpl(trylast=True)                                 # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
     "Tests that need the shared run go last; the run starts now, in the background, if any of them was collected."
     global SHARED
@@ -80,7 +81,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     if SHARED is not None:
-        if SHARED.proc is not None and SHARED.proc.poll() is None: SHARED.proc.terminate()   # a session cut short (-x, Ctrl-C)
+        SHARED.cancelled = True                                # a session cut short (-x, Ctrl-C) leaves nothing running
+        if SHARED.proc is not None and SHARED.proc.poll() is None: SHARED.proc.terminate()
         SHARED.thread.join()
         shutil.rmtree(SHARED.tmp, ignore_errors=True)
 
@@ -94,6 +96,6 @@ def quick_run():
 
 @pytest.fixture(scope="session")
 def quick_eval(quick_run):
-    "The `wronai eval --json` report of the shared run, with the folder it was written to."
+    "The `wronai eval --json` report of the shared run (its plot is the run's eval.png)."
     SHARED.wait("eval", SHARED.evaluated)
     return json.loads(SHARED.report.read_text())
