@@ -58,7 +58,8 @@ def _train(args):
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.set)
-    from wronai.train import NonFiniteLoss, summary, train
+    from wronai.runs import NonFiniteLoss
+    from wronai.train import summary, train
     try: res = train(cfg, args.output_dir, args.max_steps, args.resume)
     except (FileExistsError, FileNotFoundError) as e: return _fail(e, 2)
     except NonFiniteLoss as e: return _fail(e, 1)

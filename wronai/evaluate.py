@@ -8,7 +8,7 @@ __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'ROWS', 'load_tuned', 'benchma
            'text_metrics', 'evaluate', 'report_table', 'plot_report']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
-import contextlib, json, logging, math, re, warnings
+import contextlib, json, logging, math, re
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import torch
 
 from .data import DataReport, _sample, normalize, pad_collator, read_dataset, render, tokenize
 from .models import load_model
+from .lora import peft_quiet
 from .quant import cpu_packing, load_quantized
 from .tokens import resize_with_piece_mean
 from .train import perplexity
@@ -34,8 +35,7 @@ def load_tuned(cfg, adapter_dir, quantized=True, cache=None):
     base = load_quantized(cfg, cache) if quantized else load_model(cfg.model.name, cfg.model.dtype, cfg.hardware.device,
                                                                     cfg.model.revision, cfg.model.trust_remote_code, cache)
     resize_with_piece_mean(base, tok)
-    with warnings.catch_warnings():                        # peft 0.21 asks transformers 5 `is_gradient_checkpointing`, a deprecated name
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with peft_quiet():
         model = PeftModel.from_pretrained(base, adapter_dir).eval()
     return tok, cpu_packing(model, True)               # for inference only: bitsandbytes' fused CPU kernel where it exists
 

@@ -4,22 +4,21 @@
 
 # %% auto #0
 __all__ = ['log', 'CUDA_OPTIMS', 'pick_optim', 'pick_precision', 'reporters', 'training_arguments', 'Setup', 'setup',
-           'perplexity', 'checkpoint_ok', 'latest_checkpoint', 'NonFiniteLoss', 'WronaiTrainer', 'StopOnInterrupt',
-           'peak_memory_mb', 'Throughput', 'adapter_checksum', 'plot_history', 'LivePlot', 'train', 'model_card',
-           'summary', 'quick_run']
+           'perplexity', 'train', 'model_card', 'summary', 'quick_run']
 
 # %% ../nbs/06_training.ipynb #d64fc7af
-import contextlib, hashlib, importlib.util, json, logging, math, netrc, os, shutil, signal, socket, sys, threading, time
+import contextlib, importlib.util, json, logging, math, netrc, os, socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 
 from .data import PackedCollator, load_data, pack, pad_collator
 from .lora import add_lora, trainable_report
 from .models import PACKAGED, model_path, native_bf16, pick_device
-from .quant import load_quantized, packed_layers
+from .quant import load_quantized
+from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, peak_memory_mb
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import load_config, repo_path
 
@@ -136,132 +135,6 @@ def perplexity(model, examples, collator, batch_size=8):
         n += int((labels != -100).sum())
     model.train(was)
     return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
-
-# %% ../nbs/06_training.ipynb #684009bf
-def checkpoint_ok(path):
-    "True when checkpoint folder `path` was written to the end: its trainer state (written last) parses and names its step."
-    try: state = json.loads((Path(path)/"trainer_state.json").read_text())
-    except (OSError, ValueError): return False
-    return state.get("global_step") == int(Path(path).name.split("-")[-1]) and (Path(path)/"adapter_model.safetensors").exists()
-
-def latest_checkpoint(output_dir):
-    "The newest complete `checkpoint-N` in `output_dir`, or None; incomplete ones are renamed `*.incomplete` (kept, never resumed from)."
-    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for p in ckpts:
-        if checkpoint_ok(p): return p
-        bad = p.with_name(p.name + ".incomplete")
-        log.warning("%s was not written to the end (killed while saving?); moved aside to %s", p, bad.name)
-        shutil.rmtree(bad, ignore_errors=True)
-        p.rename(bad)
-    return None
-
-# %% ../nbs/06_training.ipynb #bf14d673
-class NonFiniteLoss(RuntimeError):
-    "The training loss became NaN or infinite."
-
-class WronaiTrainer(Trainer):
-    "The transformers Trainer: never on bitsandbytes' CPU inference layout, stopping at the first non-finite loss, saving adapters without whole embedding matrices."
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if packed := packed_layers(model):                                   # no backward through that layout (03_quantization)
-            raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in bitsandbytes' CPU inference layout, which "
-                               "passes no gradient to their inputs; load the model again, and call wronai.quant.cpu_packing(model, False) "
-                               "before anything runs in eval mode")
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLoss(f"the training loss became {loss.item()} at step {self.state.global_step + 1} "
-                                "(before its optimizer step, so no weight took it)")
-        return loss
-
-    def _save(self, output_dir=None, state_dict=None):
-        from peft import PeftModel
-        model = self.accelerator.unwrap_model(self.model)
-        if not isinstance(model, PeftModel): return super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        # peft's default saves both resized embedding matrices in full (246 MB for SmolLM2, 0.5 GB for Mistral-7B);
-        # the new tokens' rows already travel in the adapter as trainable-token deltas
-        model.save_pretrained(output_dir, is_main_process=self.args.should_save, save_embedding_layers=False)
-        if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-# %% ../nbs/06_training.ipynb #2e399522
-class StopOnInterrupt(TrainerCallback):
-    "Ctrl-C: finish the current step, save a checkpoint and stop. A second Ctrl-C stops at once."
-    def __init__(self): self.interrupted, self._old = False, None
-    def on_train_begin(self, args, state, control, **kw):
-        if threading.current_thread() is threading.main_thread(): self._old = signal.signal(signal.SIGINT, self._handle)
-    def _handle(self, signum, frame):
-        self.interrupted = True
-        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", file=sys.stderr, flush=True)
-    def on_step_end(self, args, state, control, **kw):
-        if self.interrupted: control.should_save = control.should_training_stop = True
-    def on_train_end(self, args, state, control, **kw):
-        if self._old is not None: signal.signal(signal.SIGINT, self._old); self._old = None
-
-# %% ../nbs/06_training.ipynb #5eaea033
-def peak_memory_mb(device="cpu"):
-    "Peak memory of this process in MiB: allocated CUDA memory on a GPU, else the peak resident set size."
-    if device == "cuda": return torch.cuda.max_memory_allocated() / 2**20
-    try: import resource
-    except ImportError: return None                                           # Windows
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10           # bytes on macOS, KiB on Linux
-
-class Throughput(TrainerCallback):
-    "Time spent in optimizer steps (data loading, evaluation and saving excluded) and the real tokens they processed."
-    def __init__(self): self.seconds, self.tokens, self.steps, self._t = 0.0, 0, 0, None
-    def on_train_begin(self, args, state, control, **kw): self._tokens0, self._steps0 = state.num_input_tokens_seen, state.global_step
-    def on_step_begin(self, args, state, control, **kw): self._t = time.perf_counter()
-    def on_step_end(self, args, state, control, **kw):
-        self.seconds += time.perf_counter() - self._t
-        self.tokens, self.steps = state.num_input_tokens_seen - self._tokens0, state.global_step - self._steps0
-    @property
-    def tokens_per_second(self): return self.tokens / self.seconds if self.seconds else float("nan")
-
-def adapter_checksum(model):
-    "sha256 of the trainable tensors of `model` (names and bytes): the same on every rank of a data-parallel run."
-    h = hashlib.sha256()
-    for n, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
-        h.update(n.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-# %% ../nbs/06_training.ipynb #43b14025
-def plot_history(history, title=None):
-    "Training and validation loss, and the learning rate, against the step, from a Trainer `log_history`."
-    import matplotlib.pyplot as plt
-    tr = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    ev = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    lr = [(h["step"], h["learning_rate"]) for h in history if "learning_rate" in h]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
-    if tr: a.plot(*zip(*tr), label="training")
-    if ev: a.plot(*zip(*ev), "o-", label="validation")
-    a.set(xlabel="step", ylabel="loss (per token)", title=title or "loss"); a.legend()
-    if lr: b.plot(*zip(*lr))
-    b.set(xlabel="step", ylabel="learning rate", title="schedule")
-    fig.tight_layout()
-    return fig
-
-class LivePlot(TrainerCallback):
-    "Loss and learning rate redrawn in the notebook at every log (ipywidgets + matplotlib)."
-    def __init__(self): self.history, self.out = [], None
-    def on_train_begin(self, args, state, control, **kw):
-        if not state.is_world_process_zero: return
-        import ipywidgets as widgets
-        from IPython.display import display
-        self.out = widgets.Output()
-        display(self.out)
-    def on_log(self, args, state, control, logs=None, **kw):
-        if self.out is None: return
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-        self.history.append({"step": state.global_step, **(logs or {})})
-        fig = plot_history(self.history)
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
 
 # %% ../nbs/06_training.ipynb #dde0af57
 @contextlib.contextmanager
