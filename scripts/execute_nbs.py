@@ -3,7 +3,8 @@
 
 The saved outputs are made for readers, not for this machine: no progress bars (transformers' and tqdm's are
 turned off), paths of this machine written as `<tmp>`, `<site-packages>`, `<repo>` and `~`, and plots stored as
-palette PNGs (a quarter of the size, the same picture). tests/test_repo.py checks what is saved.
+palette PNGs (a quarter of the size, the same picture), widgets as their static fallback (HTML or text) since
+no widget state is saved. tests/test_repo.py checks what is saved.
 Stops at the first error. Usage: python scripts/execute_nbs.py [--tidy] nbs/01_models.ipynb [...]; then nbdev_clean.
 `--tidy` only cleans the outputs already saved.
 """
@@ -23,17 +24,17 @@ flags = get_config().tst_flags.split()                  # split as nbdev_test sp
 flagged = re.compile(r"^#\|\s*(%s)\s*$" % "|".join(map(re.escape, flags)), re.M) if flags else None
 
 def skip(cell):
-    "True for cells that are not run: markdown, and code flagged with a test flag."
+    """True for cells that are not run: markdown, and code flagged with a test flag. Every code cell starts without outputs:
+    execnb keeps a cell's old outputs when it prints nothing, and a stale warning would stay saved."""
     if cell.cell_type != "code": return True
-    if flagged and flagged.search(cell.source):
-        cell.outputs, cell.execution_count = [], None
-        return True
-    return False
+    cell.outputs, cell.execution_count = [], None
+    return bool(flagged and flagged.search(cell.source))
 
 PATHS = [(re.compile(re.escape(str(ROOT))), "<repo>"),                      # first: a checkout may itself sit in a temp or home folder
          *[(re.compile(re.escape(p)), "<site-packages>") for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}],
          (re.compile(re.escape(str(Path(tempfile.gettempdir()).resolve())) + r"/[\w.-]+"), "<tmp>"),
          (re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+"), "<tmp>"), (re.compile(re.escape(str(Path.home()))), "~")]
+WIDGET = "application/vnd.jupyter.widget-view+json"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def clean_text(s):
@@ -59,6 +60,7 @@ def tidy(nb):
             for k in ("text/plain", "text/html", "text/markdown"):
                 if k in data: data[k] = clean_text(data[k])
             if "image/png" in data: data["image/png"] = small_png(data["image/png"])
+            if WIDGET in data and len(data) > 1: del data[WIDGET]    # no kernel keeps its state: the static fallback stays
             if "traceback" in o: o["traceback"] = ["".join(clean_text(t)) for t in o["traceback"]]
 
 if __name__ == "__main__":

@@ -101,3 +101,30 @@ def test_the_output_cleaner_can_find_what_it_removes():
     import tempfile, sysconfig
     dirty = f"\x1b[2K{tempfile.gettempdir()}/tmpab12/x.yaml {sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs {Path.home()}/y"
     assert "".join(clean_text(dirty)) == "<tmp>/x.yaml <site-packages>/peft/x.py <repo>/runs ~/y"
+
+# What a reader of the saved notebooks on GitHub must not see, and why each is there to catch.
+SAVED_FLAWS = {"FutureWarning": "a deprecation warning", "\x1b[": "a terminal control code", "/root/": "a home folder",
+               "/home/": "a home folder", "/Users/": "a home folder", "/tmp/": "a temporary folder",
+               "/site-packages/": "an install path", "it/s]": "a progress bar", "s/it]": "a progress bar",
+               "application/vnd.jupyter.widget-view+json": "a widget saved without its state (GitHub shows nothing)"}
+
+def saved_flaws(nb_path):
+    "What is wrong with the saved outputs of one notebook: flaws from SAVED_FLAWS, and outputs over 100 KB in all."
+    outs = [o for c in json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"] for o in c.get("outputs", [])]
+    text = json.dumps(outs, ensure_ascii=False)
+    found = [f"{Path(nb_path).name}: {what} ({flaw!r})" for flaw, what in SAVED_FLAWS.items() if flaw in text]
+    if len(text.encode()) > 100 * 1024: found.append(f"{Path(nb_path).name}: outputs of {len(text.encode()) / 1024:.0f} KB (at most 100)")
+    return found
+
+def test_saved_outputs_are_small_and_say_nothing_about_the_machine_that_ran_them():
+    "What readers see on GitHub: each notebook's outputs under 100 KB, with no warnings, bars, stateless widgets or paths of this machine."
+    found = [f for nb in sorted((ROOT/"nbs").glob("*.ipynb")) for f in saved_flaws(nb)]
+    assert not found, "run the notebooks again with `make outputs` (scripts/execute_nbs.py):\n" + "\n".join(found)
+
+def test_the_saved_outputs_check_can_fail(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": [], "metadata": {}, "outputs": [
+        {"output_type": "stream", "name": "stderr", "text": ["/tmp/x.py:3: FutureWarning: old\n", "50%|##   | 1/2 [00:01<00:01, 1.00it/s]"]},
+        {"output_type": "display_data", "metadata": {}, "data": {"application/vnd.jupyter.widget-view+json": {}, "text/plain": ["x" * 110_000]}}]}]}
+    (tmp_path/"x.ipynb").write_text(json.dumps(nb))
+    found = " ".join(saved_flaws(tmp_path/"x.ipynb"))
+    for what in ("deprecation warning", "temporary folder", "progress bar", "widget saved", "KB (at most 100)"): assert what in found, (what, found)

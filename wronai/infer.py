@@ -141,7 +141,9 @@ class ChatBox:
         self.chat.ask(q, lambda piece: (shown.append(piece), self._show(q, "".join(shown))))
         self._show()
 
-    def _repr_mimebundle_(self, **kw): return self.widget._repr_mimebundle_(**kw)
+    def _repr_mimebundle_(self, **kw):
+        "The live widget, and the conversation as plain HTML for places that cannot run widgets (a saved notebook on GitHub)."
+        return {**self.widget._repr_mimebundle_(**kw), "text/html": f'<div style="border:1px solid #ddd;padding:4px">{self.log.value}</div>'}
 
 # %% ../nbs/08_inference.ipynb #bfde46fe
 def merge(adapter_dir, out_dir, config=None, cache=None):
