@@ -40,6 +40,14 @@ def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
     assert len(better) >= 3, rep["base"]["exact_match"] | {"tuned": rep["tuned"]["exact_match"]}
     assert (quick_test/"eval.png").exists()
 
+def test_eval_scores_held_out_prose_for_base_and_tuned(quick_eval):
+    "prose_perplexity: held-out documents of polish-prose, never trained on, scored with no extra flag (forgetting shows here)."
+    import shutil
+    if shutil.which("apt-get") is None: pytest.skip("no apt-get: polish-prose skips its Debian sources here")
+    rep = quick_eval
+    assert rep["prose_chars"] > 1000, rep["prose_chars"]
+    for side in ("base", "tuned"): assert isinstance(rep[side]["prose_perplexity"], float) and rep[side]["prose_perplexity"] > 1, rep[side]
+
 Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
 
 def chat(adapter, *args, stdin=None):

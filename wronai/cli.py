@@ -34,22 +34,30 @@ def _add_config(sub):
 
 # %% ../nbs/09_cli.ipynb #70db91a6
 def _data_build(args):
-    "Build polish-instruct and print counts per family."
+    "Build polish-instruct and polish-prose, and print their counts (per family; per source, skipped sources named)."
     from wronai.polish_instruct import build
     out = args.out
     stats = build(out, seed=args.seed)
     for fam, v in stats["families"].items():
         print(f"{fam:<24} {v['train_examples']:>6} train  {v['test_examples']:>4} test  ({v['rejected_unknown_words']} rejected: unknown words)")
     print(f"{'total':<24} {stats['train_examples']:>6} train  {stats['test_examples']:>4} test  -> {out or 'the wronai cache (datasets/polish-instruct)'}")
+    from wronai.prose import build_prose
+    prose = build_prose(args.prose_out)
+    for pkg, v in prose["sources"].items():
+        if "skipped" in v: print(f"polish-prose {pkg:<26} skipped: {v['skipped']}")
+        else: print(f"polish-prose {pkg:<26} {v['train']['words']:>7} words train  {v['heldout']['words']:>6} held out")
+    print(f"polish-prose {'total':<26} {prose['train']['words']:>7} words train  {prose['heldout']['words']:>6} held out  -> "
+          f"{args.prose_out or 'the wronai cache (datasets/polish-prose)'}")
     return 0
 
 def _add_data(sub):
     "Register `wronai data build`."
     p = sub.add_parser("data", help="build datasets")
     dsub = p.add_subparsers(dest="action", required=True)
-    q = dsub.add_parser("build", help="build the polish-instruct dataset offline")
+    q = dsub.add_parser("build", help="build polish-instruct offline, and polish-prose from Debian packages where apt-get works")
     q.add_argument("--out", default=None, help="output folder (default: ~/.cache/wronai/datasets/polish-instruct)")
     q.add_argument("--seed", type=int, default=42, help="seed; the same seed gives byte-identical files")
+    q.add_argument("--prose-out", default=None, help="polish-prose's folder (default: ~/.cache/wronai/datasets/polish-prose)")
     q.set_defaults(func=_data_build)
 
 # %% ../nbs/09_cli.ipynb #a8842737

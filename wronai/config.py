@@ -310,7 +310,7 @@ class MonitoringArgs(_Section):
         return []
 
 # %% ../nbs/00_config.ipynb #2cc0b639
-METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics", "stopping")
+METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics", "stopping", "prose_perplexity")
 
 @dataclass
 class EvaluationArgs(_Section):
@@ -321,11 +321,13 @@ class EvaluationArgs(_Section):
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together
     max_examples: int | None = None  # evaluate on a seeded sample of this many held-out examples; None: all
+    prose_max_chars: int | None = 40_000  # prose_perplexity scores whole held-out paragraphs of polish-prose up to this many characters; None: all
     seed: int = 42  # seed of that sample
 
     def _problems(self):
         p = [(k, f"must be >= 1, got {getattr(self, k)}") for k in ("max_new_tokens", "batch_size") if getattr(self, k) < 1]
         if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
+        if self.prose_max_chars is not None and self.prose_max_chars < 1: p.append(("prose_max_chars", f"must be >= 1 or null, got {self.prose_max_chars}"))
         if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p

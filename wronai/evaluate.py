@@ -17,6 +17,7 @@ import torch
 from .data import DataReport, _sample, normalize, pad_collator, read_dataset, render, tokenize
 from .models import load_model
 from .lora import peft_quiet
+from .prose import prose_text
 from .quant import cpu_packing, load_quantized
 from .tokens import resize_with_piece_mean
 from .train import perplexity
@@ -57,17 +58,20 @@ def benchmark_rows(cfg, cache=None):
 
 # %% ../nbs/07_eval.ipynb #151b19b4
 @torch.no_grad()
-def text_perplexity(model, tok, text, max_len=512):
-    "Per-token perplexity of `text` under `model`, scored in windows of `max_len` tokens."
+def text_perplexity(model, tok, text, max_len=512, batch_size=8):
+    "Per-token perplexity of `text` under `model`, scored in windows of `max_len` tokens, `batch_size` windows per forward pass."
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     if len(ids) < 2: raise ValueError("text_perplexity needs a text of at least two tokens")
+    windows = [w for w in ids.split(max_len) if len(w) >= 2]
     dev, nll, n = next(model.parameters()).device, 0.0, 0
-    for i in range(0, len(ids), max_len):
-        w = ids[i:i + max_len][None].to(dev)                                        # (1, T)
-        if w.shape[1] < 2: continue
-        logits = model(input_ids=w).logits[0, :-1].float()                          # (T-1, V)
-        nll += torch.nn.functional.cross_entropy(logits, w[0, 1:], reduction="sum").item()
-        n += w.shape[1] - 1
+    for i in range(0, len(windows), batch_size):
+        ws = windows[i:i + batch_size]
+        x = torch.nn.utils.rnn.pad_sequence(ws, batch_first=True).to(dev)          # (B, T), the last window padded on the right
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(w) for w in ws], batch_first=True).to(dev)
+        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()     # (B, T-1, V): t predicts t+1
+        labels = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        nll += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
+        n += int((labels != -100).sum())
     return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
 
 # %% ../nbs/07_eval.ipynb #ed988670
@@ -143,7 +147,7 @@ def text_metrics(answers, refs):
 # %% ../nbs/07_eval.ipynb #17d4d827
 POLISH_METRICS = ("known_words", "polish_share", "diacritics")
 
-def _side(model, tok, cfg, rows, examples, collator, text=None):
+def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None):
     "The metrics `evaluation.metrics` lists for one model (the Polish ones only with `polish_metrics`); answers are generated only when a metric needs them."
     e = cfg.evaluation
     want = [m for m in e.metrics if e.polish_metrics or m not in POLISH_METRICS]
@@ -162,22 +166,27 @@ def _side(model, tok, cfg, rows, examples, collator, text=None):
         if "diacritics" in want: res["diacritics"] = {"answers": diacritics_rate(answers), "references": diacritics_rate(refs)}
         res["samples"] = [{"id": r.get("id"), "family": r["family"], "reference": r["output"], "answer": a} for r, a in zip(rows[:10], answers)]
     if text is not None: res["text_perplexity"] = text_perplexity(model, tok, text, cfg.data.max_seq_length)["perplexity"]
+    if prose is not None: res["prose_perplexity"] = text_perplexity(model, tok, prose, cfg.data.max_seq_length)["perplexity"]
     return res
 
 def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None):
     "Base versus tuned on `cfg.evaluation.benchmark_sets` (and optionally a Polish text file): a JSON-ready report."
     text = Path(text_file).read_text(encoding="utf-8") if text_file else None
+    prose = None
+    if "prose_perplexity" in cfg.evaluation.metrics:                                # held-out documents of polish-prose (05a_prose)
+        try: prose = prose_text("heldout", cfg.evaluation.prose_max_chars, cache)
+        except ValueError as e: log.warning("prose_perplexity left out: %s", e)
     tok, model = load_tuned(cfg, adapter_dir, quantized, cache)
     rows = benchmark_rows(cfg, cache)
     examples, dropped = tokenize(rows, tok, cfg.data.max_seq_length, cfg.data.prompt_format)
     if dropped.skipped: log.warning("perplexity leaves out rows it cannot encode: %s", dropped)
     coll = pad_collator(tok)
     torch.manual_seed(cfg.evaluation.seed)
-    with model.disable_adapter(): base = _side(model, tok, cfg, rows, examples, coll, text)
-    tuned = _side(model, tok, cfg, rows, examples, coll, text)
+    with model.disable_adapter(): base = _side(model, tok, cfg, rows, examples, coll, text, prose)
+    tuned = _side(model, tok, cfg, rows, examples, coll, text, prose)
     return {"adapter": str(adapter_dir), "base_model": cfg.model.name, "quantized": quantized,
             "benchmark_sets": cfg.evaluation.benchmark_sets, "examples": len(rows), "answer_tokens": len(examples),
-            "max_new_tokens": cfg.evaluation.max_new_tokens, "text_file": str(text_file) if text_file else None,
+            "max_new_tokens": cfg.evaluation.max_new_tokens, "text_file": str(text_file) if text_file else None, "prose_chars": len(prose) if prose else 0,
             "base": base, "tuned": tuned}
 
 # %% ../nbs/07_eval.ipynb #97777201
@@ -185,7 +194,8 @@ ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"), ("exact match
         ("chrF", "chrf", "{:.1f}"), ("ROUGE-L", "rouge_l", "{:.1f}"), ("BLEU", "bleu", "{:.1f}"),
         ("stops by itself", "stopping", "{:.1%}"), ("words morfeusz2 knows", "known_words", "{:.1%}"),
         ("answers in Polish (py3langid)", "polish_share", "{:.1%}"), ("diacritic letters in answers", ("diacritics", "answers"), "{:.1%}"),
-        ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"), ("perplexity of the text file", "text_perplexity", "{:.1f}")]
+        ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"), ("perplexity of the text file", "text_perplexity", "{:.1f}"),
+        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}")]
 
 def _get(side, key):
     "A metric from one side of a report, or None."

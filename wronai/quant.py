@@ -110,6 +110,20 @@ def memory_table(cfg, other_bytes=2):
         rows[name] = {"linear": n["linear"] * b, "total": n["linear"] * b + other}
     return rows
 
+# %% ../nbs/03_quantization.ipynb #5c48f93b
+class _KernelsLine(logging.Filter):
+    "bitsandbytes' warning that the optional `kernels` package is missing (CPUs with AVX512-BF16): one explanation per process, no repeats."
+    explained = False
+    def filter(self, record):
+        if not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community"): return True
+        if not _KernelsLine.explained:
+            _KernelsLine.explained = True
+            log.info("bitsandbytes tried the optional `kernels` package (a hub build of its AVX512-BF16 CPU kernel) and uses the "
+                     "kernel it ships instead; harmless (see nbs/03_quantization.ipynb)")
+        return False
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_KernelsLine())   # before bitsandbytes is first imported: it logs at import
+
 # %% ../nbs/03_quantization.ipynb #06fc8e32
 def unpack_cpu_layout(packed, n, k, block_n=32):
     "The `(n, k)` 4-bit codes of a weight stored in bitsandbytes' fused-CPU-kernel layout (`packed`: `(n, k/2)` bytes)."
