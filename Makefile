@@ -24,10 +24,13 @@ CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`
 	$(PY) scripts/train.py --config $(CONFIG) $(ARGS)
 
-benchmark: install  ## train quick_test into runs/benchmark, evaluate it, time generation, and regenerate the README's Benchmarks from the JSON
-	rm -rf runs/benchmark
+benchmark: install  ## train quick_test into runs/benchmark (and once more on the drills alone), evaluate, time generation, and regenerate the README's Benchmarks from the JSON
+	rm -rf runs/benchmark runs/benchmark_drills
 	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu.json
+	@# the same run without plain text (data.text_ratio=0): the forgetting that 07_eval shows beside the cure
+	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark_drills --set data.text_ratio=0
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark_drills --json benchmarks/quick_test_cpu_drills_only.json
 	$(PY) -c "import json; r = json.load(open('runs/benchmark/train_results.json')); r.pop('log_history'); json.dump(r, open('benchmarks/quick_test_cpu_train.json', 'w'), indent=1)"
 	$(PY) scripts/bench_generate.py --adapter runs/benchmark --json benchmarks/quick_test_cpu_generate.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs

@@ -53,7 +53,7 @@ def test_data_build_is_deterministic(tmp_path):
     for d in ("a", "b"):
         r = wronai("data", "build", "--out", tmp_path/d, "--prose-out", tmp_path/d/"prose")
         assert r.returncode == 0, r.stderr
-        assert "total" in r.stdout and "polish-prose manpages-pl" in r.stdout, r.stdout
+        assert "total" in r.stdout and "polish-prose manpages-pl" in r.stdout and "diakrytyki" in r.stdout, r.stdout
     for f in ("train.jsonl", "test.jsonl", "README.md", "stats.json", "prose/train.jsonl", "prose/heldout.jsonl", "prose/README.md"):
         assert (tmp_path/"a"/f).read_bytes() == (tmp_path/"b"/f).read_bytes(), f
 

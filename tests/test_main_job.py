@@ -23,11 +23,13 @@ def quick_test(quick_run):
     "The main job's output folder: the session's shared run (conftest.py), which the notebooks use too."
     return quick_run
 
-def test_training_loss_halves_and_held_out_perplexity_falls(quick_test):
+def test_loss_halves_on_held_out_answers_and_training_loss_falls(quick_test):
+    "The validation loss is over answer tokens only; the training loss also covers the plain text mixed in, which starts lower and falls less."
     res = json.loads((quick_test/"train_results.json").read_text())
     assert res["steps"] == 100
-    assert res["train_loss_last"] <= res["train_loss_first"] / 2, (res["train_loss_first"], res["train_loss_last"])
+    assert res["eval_after"]["loss"] <= res["eval_before"]["loss"] / 2, (res["eval_before"], res["eval_after"])
     assert res["eval_after"]["perplexity"] <= res["eval_before"]["perplexity"] / 2, (res["eval_before"], res["eval_after"])
+    assert res["train_loss_last"] < res["train_loss_first"], (res["train_loss_first"], res["train_loss_last"])
     assert res["tokens_per_second"] > 0 and res["peak_memory_mb"] > 0
 
 def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
@@ -47,6 +49,21 @@ def test_eval_scores_held_out_prose_for_base_and_tuned(quick_eval):
     rep = quick_eval
     assert rep["prose_chars"] > 1000, rep["prose_chars"]
     for side in ("base", "tuned"): assert isinstance(rep[side]["prose_perplexity"], float) and rep[side]["prose_perplexity"] > 1, rep[side]
+    # forgetting: with plain text in the mix (data.text_ratio) the adapter is no worse than its base at ordinary Polish,
+    # both in NF4, the precision it was trained in (07_eval shows the drills-only run, which is worse)
+    assert rep["quantized"] and rep["tuned"]["prose_perplexity"] <= rep["base"]["prose_perplexity"], (rep["base"]["prose_perplexity"], rep["tuned"]["prose_perplexity"])
+
+def test_eval_scores_diacritics_beside_the_ogonki_baseline(quick_test, tmp_path):
+    "polish-prose-tasks: diakrytyki scored word by word for base and tuned, and ogonki, the specialised baseline, on the same sentences."
+    import shutil
+    if shutil.which("apt-get") is None: pytest.skip("no apt-get: polish-prose-tasks is not built here")
+    run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", tmp_path/"tasks.json", "--plot", tmp_path/"tasks.png",
+        "--set", "evaluation.benchmark_sets=[polish-prose-tasks-test]", "--set", "evaluation.metrics=[exact_match]", "--set", "evaluation.max_examples=24")
+    rep = json.loads((tmp_path/"tasks.json").read_text())
+    og = rep["ogonki"]
+    assert og["items"] > 0 and {"diakrytyki", "ciag_dalszy"} <= set(rep["tuned"]["exact_match"]), rep["tuned"]
+    for side in ("base", "tuned"): assert 0 <= rep[side]["diacritics_accuracy"] <= 1, rep[side]
+    assert og["input_unchanged"] < og["diacritics_accuracy"] <= 1, og                    # ogonki restores: better than the input as it is
 
 Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
 

@@ -211,6 +211,8 @@ class DataArgs(_Section):
     packing: bool = False  # pack several examples per sequence, without cross-example attention
     max_examples: int | None = None  # use only this many training examples (quick runs)
     max_eval_examples: int | None = None  # evaluate on only this many validation examples (quick runs)
+    text_dataset: str | None = None  # plain text mixed into training, loss on every token: polish-prose, a .txt file, or a file with a `text` column
+    text_ratio: float = 0.0  # share of the training examples that are plain text, in [0, 1); 0: instructions only
     _retired: ClassVar[dict] = {"preprocessing_num_workers": "nothing read it (tokenizing runs in the main process)"}
 
     def _problems(self):
@@ -220,6 +222,8 @@ class DataArgs(_Section):
         for k in ("max_examples", "max_eval_examples"):
             if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
         if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
+        if not 0 <= self.text_ratio < 1: p.append(("text_ratio", f"must be in [0, 1), got {self.text_ratio}"))
+        elif self.text_ratio and not self.text_dataset: p.append(("text_ratio", "is set but data.text_dataset is not; name the plain text to mix in (e.g. polish-prose)"))
         return p
 
 # %% ../nbs/00_config.ipynb #21951ef1
@@ -317,7 +321,7 @@ class EvaluationArgs(_Section):
     "What the evaluation step measures."
     metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # what evaluate measures and reports; answers are generated only if a metric needs them
     polish_metrics: bool = True  # false: leave out the Polish-specific metrics (known_words, polish_share, diacritics) even where listed
-    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, or instruction data files (JSONL, JSON, CSV, Parquet)
+    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, polish-prose-tasks-test, or instruction data files (JSONL, JSON, CSV, Parquet)
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together
     max_examples: int | None = None  # evaluate on a seeded sample of this many held-out examples; None: all

@@ -4,9 +4,11 @@
 
 # %% auto #0
 __all__ = ['READERS', 'PREFIX_BROKEN', 'read_dataset', 'DataReport', 'normalize', 'clean', 'split', 'render', 'encode',
-           'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'load_data', 'pad_collator']
+           'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'read_texts', 'encode_text', 'mix_texts',
+           'load_data', 'pad_collator']
 
 # %% ../nbs/05c_data.ipynb #df747900
+import random, re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,15 @@ def read_dataset(name, config=None, cache=None):
     from wronai.models import cache_dir
     if name == "polish-instruct":
         d = Path(cache or cache_dir())/"datasets"/"polish-instruct"
-        if not (d/"train.jsonl").exists():
+        if not (d/"stats.json").exists():                                       # written last: the build is complete
             from wronai.polish_instruct import build
             build(d)
         return _read("json", {"train": str(d/"train.jsonl"), "test": str(d/"test.jsonl")}, d)
+    if name == "polish-prose-tasks":                                                # diacritics and next-sentence tasks (05a_prose)
+        from wronai.prose import prose_dir
+        d = prose_dir(cache)
+        if not (d/"tasks_train.jsonl").stat().st_size: raise ValueError(f"polish-prose-tasks: no rows built on this machine (see {d/'README.md'})")
+        return _read("json", {"train": str(d/"tasks_train.jsonl"), "test": str(d/"tasks_test.jsonl")}, d)
     p = Path(name).expanduser()
     if p.is_file():
         kind = READERS.get(p.suffix.lower())
@@ -60,6 +67,7 @@ class DataReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
+    text: str = ""                                                             # what plain text was mixed in (load_data)
 
     def skip(self, reason, row, keep=3):
         self.skipped[reason] += 1
@@ -69,6 +77,7 @@ class DataReport:
     def __str__(self):
         lines = [f"kept {self.kept} rows, skipped {sum(self.skipped.values())}"]
         for r, n in self.skipped.most_common(): lines.append(f"  {n} x {r}, e.g. {self.examples[r][0]}")
+        if self.text: lines.append(f"  plus {self.text}")
         return "\n".join(lines)
 
 def normalize(row):
@@ -185,6 +194,41 @@ class PackedCollator:
         mask = (same & causal & (seg[:, :, None] >= 0)) | torch.eye(T, dtype=torch.bool)   # padding sees itself only
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}   # mask: (B, 1, T, T)
 
+# %% ../nbs/05c_data.ipynb #6b90d2b9
+def read_texts(name, cache=None):
+    "Paragraphs of plain text: `polish-prose`'s training split, a `.txt` file (paragraphs at blank lines), or a data file or folder with a `text` column."
+    if name == "polish-prose":
+        from wronai.prose import prose_text
+        return prose_text("train", cache=cache).split("\n\n")                      # its paragraphs hold no blank lines
+    p = Path(name).expanduser()
+    if p.suffix.lower() == ".txt" and p.is_file():
+        texts = [t.strip() for t in re.split(r"\n\s*\n", p.read_text(encoding="utf-8"))]
+    else:
+        ds = read_dataset(name, cache=cache)
+        rows = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        if "text" not in rows.column_names: raise ValueError(f"{name}: plain text needs a 'text' column; it has {rows.column_names}")
+        texts = [t.strip() for t in rows["text"] if isinstance(t, str)]
+    texts = [t for t in texts if t]
+    if not texts: raise ValueError(f"{name}: no plain text in it")
+    return texts
+
+def encode_text(text, tok, max_len):
+    "Plain text as training examples: the text and EOS, cut into pieces of at most `max_len` tokens, with the loss on every token."
+    ids = tok(text, add_special_tokens=True).input_ids
+    if ids[-1] != tok.eos_token_id: ids = ids + [tok.eos_token_id]
+    pieces = [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
+    return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c)} for c in pieces if len(c) > 1]
+
+def mix_texts(examples, texts, tok, max_len, ratio, seed=42):
+    "`(mixed, pieces)`: `examples` followed by plain-text pieces of `texts` (taken in a seeded order) that make `ratio` of the result."
+    if not 0 <= ratio < 1: raise ValueError(f"text_ratio must be in [0, 1), got {ratio}")
+    want = round(len(examples) * ratio / (1 - ratio))
+    pieces = []
+    for i in random.Random(seed).sample(range(len(texts)), len(texts)):
+        if len(pieces) >= want: break
+        pieces += encode_text(texts[i], tok, max_len)
+    return examples + pieces[:want], pieces[:want]
+
 # %% ../nbs/05c_data.ipynb #ab2a018d
 def _sample(rows, n, seed):
     "A seeded random sample of `n` rows (all rows when `n` is None): data files are often sorted by task."
@@ -202,6 +246,9 @@ def load_data(cfg, tok, cache=None):
         exs, report = tokenize(recs, tok, d.max_seq_length, d.prompt_format, report)
         out.append(exs)
     if not out[0] or not out[1]: raise ValueError(f"dataset {d.dataset_name!r} left no usable {'training' if not out[0] else 'validation'} examples:\n{report}")
+    if d.text_ratio:
+        out[0], pieces = mix_texts(out[0], read_texts(d.text_dataset, cache), tok, d.max_seq_length, d.text_ratio, d.seed)
+        report.text = f"{len(pieces)} pieces of plain text ({sum(len(e['input_ids']) for e in pieces):,} tokens) from {d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training examples"
     return out[0], out[1], report
 
 def pad_collator(tok):

@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'ROWS', 'load_tuned', 'benchmark_rows', 'text_perplexity', 'stop_ids',
            'generate_answers', 'normalize_answer', 'exact_match', 'known_word_share', 'polish_share', 'diacritics_rate',
-           'text_metrics', 'evaluate', 'report_table', 'plot_report']
+           'word_accuracy', 'diacritics_accuracy', 'ogonki_baseline', 'text_metrics', 'evaluate', 'report_table',
+           'plot_report']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
-import contextlib, json, logging, math, re
+import contextlib, difflib, json, logging, math, re
 from collections import defaultdict
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def benchmark_rows(cfg, cache=None):
     "The usable records of `cfg.evaluation.benchmark_sets`, sampled to `evaluation.max_examples`, with `id`, `family` (or 'all') and `output`."
     rows = []
     for name in cfg.evaluation.benchmark_sets:
-        ds = read_dataset("polish-instruct", cache=cache)["test"] if name == "polish-instruct-test" else read_dataset(name, cache=cache)["train"]
+        built = name in ("polish-instruct-test", "polish-prose-tasks-test")               # the test split of a dataset built here
+        ds = read_dataset(name[:-len("-test")], cache=cache)["test"] if built else read_dataset(name, cache=cache)["train"]
         report, kept = DataReport(), []
         for row in _sample(ds, cfg.evaluation.max_examples, cfg.evaluation.seed):
             rec, why = normalize(row)
@@ -130,6 +132,27 @@ def diacritics_rate(texts):
     letters = [c for t in texts for c in t if c.isalpha()]
     return sum(c in DIACRITICS for c in letters) / len(letters) if letters else 0.0
 
+# %% ../nbs/07_eval.ipynb #aa8d731c
+def word_accuracy(answer, reference):
+    "Share of the words of `reference` that `answer` has, in order (aligned by difflib)."
+    a, r = str(answer).split(), str(reference).split()
+    if not r: return float(not a)
+    return sum(b.size for b in difflib.SequenceMatcher(a=r, b=a, autojunk=False).get_matching_blocks()) / len(r)
+
+def diacritics_accuracy(recs, answers, family="diakrytyki"):
+    "Mean `word_accuracy` of the answers to the `family` items of `recs`; None when there are none."
+    scores = [word_accuracy(a, r["output"]) for r, a in zip(recs, answers, strict=True) if r["family"] == family]
+    return sum(scores) / len(scores) if scores else None
+
+def ogonki_baseline(recs, family="diakrytyki"):
+    "Exact match and `diacritics_accuracy` of the `ogonki` package on the `family` items of `recs` (their `input` is the stripped sentence), and the accuracy of the input left as it is."
+    import ogonki
+    mine = [r for r in recs if r["family"] == family]
+    if not mine: return None
+    out = [ogonki.restore(r["input"]) for r in mine]
+    return {"items": len(mine), "exact_match": exact_match(mine, out)["all"], "diacritics_accuracy": diacritics_accuracy(mine, out, family),
+            "input_unchanged": diacritics_accuracy(mine, [r["input"] for r in mine], family)}   # the floor: words that need no diacritic
+
 # %% ../nbs/07_eval.ipynb #2fecbd1a
 class _Words:
     "A rouge-score tokenizer that keeps Polish letters: lowercased words."
@@ -158,7 +181,9 @@ def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None):
     if set(want) - {"loss", "perplexity"}:
         gen = generate_answers(model, tok, rows, cfg.data.prompt_format, e.max_new_tokens, e.batch_size)
         answers, refs = [a for a, _ in gen], [r["output"] for r in rows]
-        if "exact_match" in want: res["exact_match"] = exact_match(rows, answers)
+        if "exact_match" in want:
+            res["exact_match"] = exact_match(rows, answers)
+            if (acc := diacritics_accuracy(rows, answers)) is not None: res["diacritics_accuracy"] = acc
         if {"chrf", "rouge_l", "bleu"} & set(want): res.update({k: v for k, v in text_metrics(answers, refs).items() if k in want})
         if "stopping" in want: res["stopping"] = sum(s for _, s in gen) / len(gen)
         if "known_words" in want: res["known_words"] = known_word_share(answers)
@@ -187,7 +212,7 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None):
     return {"adapter": str(adapter_dir), "base_model": cfg.model.name, "quantized": quantized,
             "benchmark_sets": cfg.evaluation.benchmark_sets, "examples": len(rows), "answer_tokens": len(examples),
             "max_new_tokens": cfg.evaluation.max_new_tokens, "text_file": str(text_file) if text_file else None, "prose_chars": len(prose) if prose else 0,
-            "base": base, "tuned": tuned}
+            "base": base, "tuned": tuned, "ogonki": ogonki_baseline(rows) if "exact_match" in cfg.evaluation.metrics else None}
 
 # %% ../nbs/07_eval.ipynb #97777201
 ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"), ("exact match, all", ("exact_match", "all"), "{:.1%}"),
@@ -195,7 +220,7 @@ ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"), ("exact match
         ("stops by itself", "stopping", "{:.1%}"), ("words morfeusz2 knows", "known_words", "{:.1%}"),
         ("answers in Polish (py3langid)", "polish_share", "{:.1%}"), ("diacritic letters in answers", ("diacritics", "answers"), "{:.1%}"),
         ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"), ("perplexity of the text file", "text_perplexity", "{:.1f}"),
-        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}")]
+        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}"), ("diakrytyki: words restored", "diacritics_accuracy", "{:.1%}")]
 
 def _get(side, key):
     "A metric from one side of a report, or None."
@@ -211,6 +236,9 @@ def report_table(report):
         if b is not None: lines.append(f"| {name} | {fmt.format(b)} | {fmt.format(t)} |")
     for f in sorted(report["tuned"].get("exact_match", {})):
         if f != "all": lines.append(f"| exact match, {f} | {report['base']['exact_match'][f]:.1%} | {report['tuned']['exact_match'][f]:.1%} |")
+    if og := report.get("ogonki"):
+        lines.append(f"\nBaseline on the same {og['items']} diakrytyki sentences, the `ogonki` package: words restored "
+                     f"{og['diacritics_accuracy']:.1%}, exact match {og['exact_match']:.1%} (the input left as it is: {og['input_unchanged']:.1%} of words right).")
     return "\n".join(lines)
 
 def plot_report(report):

@@ -11,7 +11,7 @@ import functools, hashlib, json, random, re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import cache_dir
+from .models import cache_dir, write_atomic
 
 # %% ../nbs/05b_polish_instruct.ipynb #94340ae5
 CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"), "dat": ("celownik", "w celowniku"),
@@ -199,10 +199,11 @@ def build(out=None, seed=42, sizes=None, test_per_family=100):
     stats["train_examples"], stats["test_examples"] = len(train), len(test)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in [("train.jsonl", train), ("test.jsonl", test)]:
-        (out/name).write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-        stats[f"sha256_{name}"] = hashlib.sha256((out/name).read_bytes()).hexdigest()
-    (out/"stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    (out/"README.md").write_text(card(stats), encoding="utf-8")
+        data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+        write_atomic(out/name, data)                                            # each file whole or not at all
+        stats[f"sha256_{name}"] = hashlib.sha256(data).hexdigest()
+    write_atomic(out/"README.md", card(stats))
+    write_atomic(out/"stats.json", json.dumps(stats, indent=1, ensure_ascii=False, sort_keys=True) + "\n")   # last: the build is complete
     return stats
 
 def card(stats):

@@ -266,6 +266,6 @@ def quick_run(output_dir=None):
     "Folder of a finished quick_test run: `$WRONAI_QUICK_RUN` (the tests' shared run), else `output_dir` or runs/quick_test, trained there first when it holds none."
     out = Path(os.environ.get("WRONAI_QUICK_RUN") or output_dir or repo_path("runs/quick_test"))
     if not ((out/"adapter_config.json").exists() and (out/"train_results.json").exists()):
-        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 8 minutes on 2 CPU cores)", out)
+        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 11 minutes on 2 CPU cores)", out)
         train(load_config(repo_path("configs/quick_test.yaml")), output_dir=out)
     return out
