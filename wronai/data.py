@@ -198,8 +198,8 @@ class PackedCollator:
 def read_texts(name, cache=None):
     "Paragraphs of plain text: `polish-prose`'s training split, a `.txt` file (paragraphs at blank lines), or a data file or folder with a `text` column."
     if name == "polish-prose":
-        from wronai.prose import prose_text
-        return prose_text("train", cache=cache).split("\n\n")                      # its paragraphs hold no blank lines
+        from wronai.prose import prose_rows
+        return [r["text"] for r in prose_rows("train", cache)]
     p = Path(name).expanduser()
     if p.suffix.lower() == ".txt" and p.is_file():
         texts = [t.strip() for t in re.split(r"\n\s*\n", p.read_text(encoding="utf-8"))]
