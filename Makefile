@@ -2,10 +2,10 @@
 PY ?= python
 # test, benchmark and outputs use packaged models and built data only, so the Hugging Face libraries are told to stay
 # offline. train is left alone: `make train CONFIG=configs/default.yaml` downloads Mistral-7B from the hub.
-test test-slow benchmark outputs: export HF_HUB_OFFLINE ?= 1
-test test-slow benchmark outputs: export HF_DATASETS_OFFLINE ?= 1
+test test-slow benchmark benchmark-full outputs: export HF_HUB_OFFLINE ?= 1
+test test-slow benchmark benchmark-full outputs: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-slow train benchmark clean-nbs outputs
+.PHONY: install test test-slow train benchmark benchmark-full clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -32,7 +32,17 @@ benchmark: install  ## train quick_test into runs/benchmark (and once more on th
 	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark_drills --set data.text_ratio=0
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark_drills --json benchmarks/quick_test_cpu_drills_only.json
 	$(PY) -c "import json; r = json.load(open('runs/benchmark/train_results.json')); r.pop('log_history'); json.dump(r, open('benchmarks/quick_test_cpu_train.json', 'w'), indent=1)"
+	@# diacritics restoration and next sentences on held-out documents (polish-prose-tasks), beside the ogonki package
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]" --set evaluation.max_new_tokens=48
 	$(PY) scripts/bench_generate.py --adapter runs/benchmark --json benchmarks/quick_test_cpu_generate.json
+	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
+
+benchmark-full: install  ## a run that learns: one epoch of configs/cpu_full.yaml (under an hour on 2 cores), evaluated like benchmark; not part of make test
+	rm -rf runs/cpu_full
+	$(PY) scripts/train.py --config configs/cpu_full.yaml --output-dir runs/cpu_full
+	$(PY) -c "import json; r = json.load(open('runs/cpu_full/train_results.json')); json.dump(r, open('benchmarks/cpu_full_cpu_train.json', 'w'), indent=1)"
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/cpu_full.yaml --adapter runs/cpu_full --json benchmarks/cpu_full_cpu.json
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/cpu_full.yaml --adapter runs/cpu_full --json benchmarks/cpu_full_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]"
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
 clean-nbs:

@@ -31,6 +31,8 @@ def test_loss_halves_on_held_out_answers_and_training_loss_falls(quick_test):
     assert res["eval_after"]["perplexity"] <= res["eval_before"]["perplexity"] / 2, (res["eval_before"], res["eval_after"])
     assert res["train_loss_last"] < res["train_loss_first"], (res["train_loss_first"], res["train_loss_last"])
     assert res["tokens_per_second"] > 0 and res["peak_memory_mb"] > 0
+    logged = {k for h in res["log_history"] for k in h if k.startswith("loss_")}           # the loss of each kind of example (06b_runs)
+    assert {"loss_text", "loss_odmiana", "loss_zwroty"} <= logged, logged
 
 def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
     "`wronai eval --config configs/quick_test.yaml --adapter RUN --json F`, run by conftest.py in the background."
@@ -40,6 +42,8 @@ def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
     fams = [f for f in rep["tuned"]["exact_match"] if f != "all"]
     better = [f for f in fams if rep["tuned"]["exact_match"][f] > rep["base"]["exact_match"][f]]
     assert len(better) >= 3, rep["base"]["exact_match"] | {"tuned": rep["tuned"]["exact_match"]}
+    reg = rep["tuned"]["register"]                                                     # zwroty: the register tag changes the answer
+    assert reg["items"] > 0 and 0 <= reg["asked"] <= 1 and 0 <= reg["other"] <= 1, reg
     assert (quick_test/"eval.png").exists()
 
 def test_eval_scores_held_out_prose_for_base_and_tuned(quick_eval):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['READERS', 'PREFIX_BROKEN', 'read_dataset', 'DataReport', 'normalize', 'clean', 'split', 'render', 'encode',
            'tokenize', 'real_token_share', 'pack', 'PackedCollator', 'read_texts', 'encode_text', 'mix_texts',
-           'load_data', 'pad_collator']
+           'load_data', 'KindCollator', 'pad_collator']
 
 # %% ../nbs/05c_data.ipynb #df747900
 import random, re
@@ -24,9 +24,8 @@ def read_dataset(name, config=None, cache=None):
     from wronai.models import cache_dir
     if name == "polish-instruct":
         d = Path(cache or cache_dir())/"datasets"/"polish-instruct"
-        if not (d/"stats.json").exists():                                       # written last: the build is complete
-            from wronai.polish_instruct import build
-            build(d)
+        from wronai.polish_instruct import build, current
+        if not current(d): build(d)                                              # missing, half-built, or from an older wronai
         return _read("json", {"train": str(d/"train.jsonl"), "test": str(d/"test.jsonl")}, d)
     if name == "polish-prose-tasks":                                                # diacritics and next-sentence tasks (05a_prose)
         from wronai.prose import prose_dir
@@ -109,7 +108,9 @@ def clean(rows, report=None):
     for row in rows:
         rec, why = normalize(row) if isinstance(row, dict) else (None, "not a mapping")
         if why: report.skip(why, row)
-        else: out.append(rec); report.kept += 1
+        else:
+            if isinstance(row.get("family"), str) and row["family"]: rec["family"] = row["family"]   # polish-instruct's task family
+            out.append(rec); report.kept += 1
     return out, report
 
 # %% ../nbs/05c_data.ipynb #d5cd1323
@@ -153,7 +154,7 @@ def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
     for r in recs:
         ex = encode(r, tok, max_len, prompt_format)
         if isinstance(ex, str): report.skip(ex, r); report.kept -= 1
-        else: out.append(ex)
+        else: out.append({**ex, "kind": r.get("family") or "instruction"})     # for the loss of each kind (06b_runs)
     return out, report
 
 # %% ../nbs/05c_data.ipynb #dfc86b04
@@ -217,7 +218,7 @@ def encode_text(text, tok, max_len):
     ids = tok(text, add_special_tokens=True).input_ids
     if ids[-1] != tok.eos_token_id: ids = ids + [tok.eos_token_id]
     pieces = [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
-    return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c)} for c in pieces if len(c) > 1]
+    return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c), "kind": "text"} for c in pieces if len(c) > 1]
 
 def mix_texts(examples, texts, tok, max_len, ratio, seed=42):
     "`(mixed, pieces)`: `examples` followed by plain-text pieces of `texts` (taken in a seeded order) that make `ratio` of the result."
@@ -251,7 +252,16 @@ def load_data(cfg, tok, cache=None):
         report.text = f"{len(pieces)} pieces of plain text ({sum(len(e['input_ids']) for e in pieces):,} tokens) from {d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training examples"
     return out[0], out[1], report
 
+class KindCollator:
+    "Wraps a collator: each example's `kind` (a task family, or `text`) travels beside the padded batch as a list, for the loss of each kind (06b_runs)."
+    def __init__(self, inner): self.inner = inner
+    def __call__(self, exs):
+        kinds = [e.get("kind") for e in exs]
+        batch = self.inner([{k: v for k, v in e.items() if k != "kind"} for e in exs])
+        if all(kinds): batch["kind"] = kinds
+        return batch
+
 def pad_collator(tok):
-    "Dynamic padding to the longest example of each batch: pad ids, attention mask 0 and labels -100 on padding."
+    "Dynamic padding to the longest example of each batch: pad ids, attention mask 0 and labels -100 on padding; kinds beside."
     from transformers import DataCollatorForSeq2Seq
-    return DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=-100)
+    return KindCollator(DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=-100))

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'ROWS', 'load_tuned', 'benchmark_rows', 'text_perplexity', 'stop_ids',
            'generate_answers', 'normalize_answer', 'exact_match', 'known_word_share', 'polish_share', 'diacritics_rate',
-           'word_accuracy', 'diacritics_accuracy', 'ogonki_baseline', 'text_metrics', 'evaluate', 'report_table',
-           'plot_report']
+           'word_accuracy', 'diacritics_accuracy', 'ogonki_baseline', 'register_scores', 'text_metrics', 'evaluate',
+           'report_table', 'plot_report', 'runs_table']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
 import contextlib, difflib, json, logging, math, re
@@ -53,7 +53,8 @@ def benchmark_rows(cfg, cache=None):
             rec, why = normalize(row)
             if why: report.skip(why, row); continue
             out = rec["messages"][-1]["content"] if "messages" in rec else rec["output"]     # chat rows: the last assistant turn
-            kept.append({**rec, "output": out, "id": row.get("id"), "family": row.get("family") or "all"})
+            kept.append({**rec, "output": out, "id": row.get("id"), "family": row.get("family") or "all",
+                         "other_register": row.get("output_other_register")})                # where the register changes the answer
         if not kept: raise ValueError(f"evaluation.benchmark_sets: {name!r} has no usable rows:\n{report}")
         rows += kept
     return rows
@@ -153,6 +154,14 @@ def ogonki_baseline(recs, family="diakrytyki"):
     return {"items": len(mine), "exact_match": exact_match(mine, out)["all"], "diacritics_accuracy": diacritics_accuracy(mine, out, family),
             "input_unchanged": diacritics_accuracy(mine, [r["input"] for r in mine], family)}   # the floor: words that need no diacritic
 
+# %% ../nbs/07_eval.ipynb #fcae7414
+def register_scores(recs, answers):
+    "Where the register changes the answer (rows with `other_register`): the share of answers in the register asked for and in the other one; None when no row has one."
+    pairs = [(r, normalize_answer(a)) for r, a in zip(recs, answers, strict=True) if r.get("other_register")]
+    if not pairs: return None
+    return {"items": len(pairs), "asked": sum(a == normalize_answer(r["output"]) for r, a in pairs) / len(pairs),
+            "other": sum(a == normalize_answer(r["other_register"]) for r, a in pairs) / len(pairs)}
+
 # %% ../nbs/07_eval.ipynb #2fecbd1a
 class _Words:
     "A rouge-score tokenizer that keeps Polish letters: lowercased words."
@@ -184,6 +193,7 @@ def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None):
         if "exact_match" in want:
             res["exact_match"] = exact_match(rows, answers)
             if (acc := diacritics_accuracy(rows, answers)) is not None: res["diacritics_accuracy"] = acc
+            if (reg := register_scores(rows, answers)) is not None: res["register"] = reg
         if {"chrf", "rouge_l", "bleu"} & set(want): res.update({k: v for k, v in text_metrics(answers, refs).items() if k in want})
         if "stopping" in want: res["stopping"] = sum(s for _, s in gen) / len(gen)
         if "known_words" in want: res["known_words"] = known_word_share(answers)
@@ -220,7 +230,8 @@ ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"), ("exact match
         ("stops by itself", "stopping", "{:.1%}"), ("words morfeusz2 knows", "known_words", "{:.1%}"),
         ("answers in Polish (py3langid)", "polish_share", "{:.1%}"), ("diacritic letters in answers", ("diacritics", "answers"), "{:.1%}"),
         ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"), ("perplexity of the text file", "text_perplexity", "{:.1f}"),
-        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}"), ("diakrytyki: words restored", "diacritics_accuracy", "{:.1%}")]
+        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}"), ("diakrytyki: words restored", "diacritics_accuracy", "{:.1%}"),
+        ("zwroty: in the register asked for", ("register", "asked"), "{:.1%}"), ("zwroty: in the other register", ("register", "other"), "{:.1%}")]
 
 def _get(side, key):
     "A metric from one side of a report, or None."
@@ -253,3 +264,21 @@ def plot_report(report):
     ax.set_title(f"held-out answers ({report['examples']} examples)")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/07_eval.ipynb #ffc9a5e5
+def runs_table(runs):
+    "Markdown table of several runs (name -> `(report, tasks_report or None)`): exact match per family, prose perplexity, register and diacritics, base → tuned, and ogonki's diacritics beside."
+    names = list(runs)
+    fams = sorted({f for rep, _ in runs.values() for f in rep["tuned"].get("exact_match", {}) if f != "all"})
+    def cell(rep, key, fmt):
+        if rep is None or _get(rep["tuned"], key) is None: return "–"
+        b, t = _get(rep["base"], key), _get(rep["tuned"], key)
+        return f"{fmt.format(b)} → {fmt.format(t)}" if b is not None else fmt.format(t)
+    rows = [("exact match, all", 0, ("exact_match", "all"), "{:.1%}")] + [(f"exact match, {f}", 0, ("exact_match", f), "{:.1%}") for f in fams]
+    rows += [("perplexity of held-out Polish prose", 0, "prose_perplexity", "{:.1f}"), ("zwroty: in the other register", 0, ("register", "other"), "{:.1%}"),
+             ("diakrytyki: words restored", 1, "diacritics_accuracy", "{:.1%}"), ("polish-prose-tasks: chrF", 1, "chrf", "{:.1f}")]
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {name} | " + " | ".join(cell(runs[n][i], key, fmt) for n in names) + " |" for name, i, key, fmt in rows]
+    og = [(runs[n][1] or {}).get("ogonki") for n in names]
+    lines.append("| diakrytyki: words restored by ogonki | " + " | ".join(f"{o['diacritics_accuracy']:.1%}" if o else "–" for o in og) + " |")
+    return "\n".join(lines)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['log', 'checkpoint_ok', 'latest_checkpoint', 'NonFiniteLoss', 'WronaiTrainer', 'StopOnInterrupt', 'peak_memory_mb',
-           'Throughput', 'adapter_checksum', 'plot_history', 'LivePlot']
+           'Throughput', 'adapter_checksum', 'kind_losses', 'plot_history', 'LivePlot']
 
 # %% ../nbs/06b_runs.ipynb #ca135b44
 import hashlib, json, logging, os, shutil, signal, sys, threading, time
@@ -41,7 +41,7 @@ class NonFiniteLoss(RuntimeError):
     "The training loss became NaN or infinite."
 
 class WronaiTrainer(Trainer):
-    "The transformers Trainer: never on bitsandbytes' CPU inference layout, stopping at the first non-finite loss, saving adapters without whole embedding matrices."
+    "The transformers Trainer: never on bitsandbytes' CPU inference layout, stopping at the first non-finite loss, logging the loss of each kind of example, saving adapters without whole embedding matrices."
     def training_step(self, model, inputs, num_items_in_batch=None):
         if packed := packed_layers(model):                                   # no backward through that layout (03_quantization)
             raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in bitsandbytes' CPU inference layout, which "
@@ -52,6 +52,32 @@ class WronaiTrainer(Trainer):
             raise NonFiniteLoss(f"the training loss became {loss.item()} at step {self.state.global_step + 1} "
                                 "(before its optimizer step, so no weight took it)")
         return loss
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "kind" not in self._signature_columns: self._signature_columns.append("kind")   # the Trainer drops what forward() does not take
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        kinds = inputs.pop("kind", None)                                     # what each example is (05c_data): a task family, or text
+        loss, out = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if kinds is not None and model.training: self._count_kinds(out.logits.detach(), inputs["labels"], kinds)
+        return (loss, out) if return_outputs else loss
+
+    @torch.no_grad()
+    def _count_kinds(self, logits, labels, kinds):
+        "Add each example's summed token loss and token count to its kind's running total (one row at a time: no second copy of the batch's logits)."
+        sums = self.__dict__.setdefault("_kind_sums", {})
+        for row, kind in enumerate(kinds):
+            lab = labels[row, 1:]; keep = lab != -100                          # position t predicts token t + 1
+            if not keep.any(): continue
+            nll = torch.nn.functional.cross_entropy(logits[row, :-1][keep].float(), lab[keep], reduction="sum").item()
+            s = sums.setdefault(kind, [0.0, 0]); s[0] += nll; s[1] += int(keep.sum())
+
+    def log(self, logs, *args, **kw):
+        "Beside each logged training loss: `loss_<kind>`, the per-token loss of each kind of example since the last log."
+        if "loss" in logs and (sums := self.__dict__.pop("_kind_sums", None)):
+            logs.update({f"loss_{k}": round(nll / n, 4) for k, (nll, n) in sorted(sums.items())})
+        return super().log(logs, *args, **kw)
 
     def _save(self, output_dir=None, state_dict=None):
         from peft import PeftModel
@@ -108,18 +134,31 @@ def adapter_checksum(model):
     return h.hexdigest()[:16]
 
 # %% ../nbs/06b_runs.ipynb #43b14025
+def kind_losses(history):
+    "`{kind: [(step, loss), ...]}` from the `loss_<kind>` entries that `WronaiTrainer` writes into a `log_history`."
+    out = {}
+    for h in history:
+        for k, v in h.items():
+            if k.startswith("loss_"): out.setdefault(k[len("loss_"):], []).append((h["step"], v))
+    return out
+
 def plot_history(history, title=None):
-    "Training and validation loss, and the learning rate, against the step, from a Trainer `log_history`."
+    "Training and validation loss, the learning rate and, when logged, the loss of each kind of example, against the step, from a Trainer `log_history`."
     import matplotlib.pyplot as plt
     tr = [(h["step"], h["loss"]) for h in history if "loss" in h]
     ev = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     lr = [(h["step"], h["learning_rate"]) for h in history if "learning_rate" in h]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    kinds = kind_losses(history)
+    fig, axes = plt.subplots(1, 3 if kinds else 2, figsize=(13 if kinds else 9, 3))
+    a, b = axes[0], axes[1]
     if tr: a.plot(*zip(*tr), label="training")
     if ev: a.plot(*zip(*ev), "o-", label="validation")
     a.set(xlabel="step", ylabel="loss (per token)", title=title or "loss"); a.legend()
     if lr: b.plot(*zip(*lr))
     b.set(xlabel="step", ylabel="learning rate", title="schedule")
+    if kinds:
+        for k, pts in sorted(kinds.items()): axes[2].plot(*zip(*pts), ".-", lw=1, label=k)
+        axes[2].set(xlabel="step", ylabel="loss (per token)", title="by kind of example"); axes[2].legend(fontsize=6)
     fig.tight_layout()
     return fig
 

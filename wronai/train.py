@@ -7,7 +7,7 @@ __all__ = ['log', 'CUDA_OPTIMS', 'pick_optim', 'pick_precision', 'reporters', 't
            'perplexity', 'train', 'model_card', 'summary', 'quick_run']
 
 # %% ../nbs/06_training.ipynb #d64fc7af
-import contextlib, importlib.util, json, logging, math, netrc, os, socket
+import contextlib, importlib.util, json, logging, math, netrc, os, socket, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def perplexity(model, examples, collator, batch_size=8):
     model.eval()
     nll, n = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        b = {k: v.to(dev) for k, v in collator(examples[i:i + batch_size]).items()}
+        b = {k: v.to(dev) for k, v in collator(examples[i:i + batch_size]).items() if k != "kind"}
         labels = b.pop("labels")[:, 1:]                                            # token t predicts token t+1
         logits = model(**b).logits[:, :-1].float()                                 # (B, T-1, V)
         nll += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
@@ -154,7 +154,7 @@ def _has_run(out):
 
 def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None):
     "Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`."
-    out = Path(output_dir or cfg.training.output_dir)
+    started, out = time.time(), Path(output_dir or cfg.training.output_dir)
     device = pick_device(cfg.hardware.device)
     args, env, notes = training_arguments(cfg, out, max_steps, device)
     if not args.should_log: log.setLevel(logging.WARNING)                         # one process speaks
@@ -190,7 +190,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     res = {"output_dir": str(out), "base_model": cfg.model.name, "device": device, "world_size": args.world_size,
            "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes,
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "tokens": tp.tokens,
+           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "tokens": tp.tokens,
            "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
            "adapter_sha256": adapter_checksum(s.model), "log_history": trainer.state.log_history}
     print(f"rank {args.process_index}/{args.world_size}: adapter sha256 {res['adapter_sha256']}", flush=True)
@@ -266,6 +266,6 @@ def quick_run(output_dir=None):
     "Folder of a finished quick_test run: `$WRONAI_QUICK_RUN` (the tests' shared run), else `output_dir` or runs/quick_test, trained there first when it holds none."
     out = Path(os.environ.get("WRONAI_QUICK_RUN") or output_dir or repo_path("runs/quick_test"))
     if not ((out/"adapter_config.json").exists() and (out/"train_results.json").exists()):
-        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 11 minutes on 2 CPU cores)", out)
+        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 8 minutes on 2 CPU cores)", out)
         train(load_config(repo_path("configs/quick_test.yaml")), output_dir=out)
     return out
