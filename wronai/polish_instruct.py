@@ -85,10 +85,12 @@ def lexicon(n_words=20_000, dropped=None):
     words, spellings = top_n_list("pl", 5 * n_words), {}
     for w in words: spellings.setdefault(strip_diacritics(w), w)              # most frequent first: the usual spelling wins
     dropped = {"homographs": [], "misspellings": []} if dropped is None else dropped
+    verdicts = {}                                                             # (word, pos) -> why dropped, or None: one look per word
     def usable(w, pos):
-        why = "homographs" if homograph(w, pos) else "misspellings" if undotted(w, spellings) else None
-        if why and f"{w} ({pos})" not in dropped[why]: dropped[why].append(f"{w} ({pos})")
-        return why is None
+        if (w, pos) not in verdicts:
+            why = verdicts[w, pos] = "homographs" if homograph(w, pos) else "misspellings" if undotted(w, spellings) else None
+            if why: dropped[why].append(f"{w} ({pos})")
+        return verdicts[w, pos] is None
     nouns, adjs, seen = [], [], set()
     for w in words[:n_words]:
         if not w.isalpha() or len(w) < 3: continue
@@ -114,7 +116,7 @@ def fam_odmiana(nouns):
                 f = forms(n.id, "subst", num, case)
                 if f: yield _item("odmiana", f"{n.id}:{num}:{case}",
                                   f"Proszę podać {name} {NUMBERS[num]} rzeczownika „{n.base}”.",
-                                  f"Jaki jest {name} {NUMBERS[num]} od „{n.base}”?", f, ("noun", n.base, case, num, f))
+                                  f"Jaki jest {name} {NUMBERS[num]} od „{n.base}”?", f, ("noun", n.base, case, num))
 
 def fam_slownie(rng, count=1500):
     "Numbers and amounts in words."
@@ -260,8 +262,8 @@ def second_opinion(check, answer):
             return zipf_frequency(a[0], "pl") > 0                                     # the form occurs in real Polish text
         import polish_inflection as pi
         if kind == "noun":
-            base, case, num, form = a
-            return answer == form and form in pi.odmien_warianty(base, case, num)
+            base, case, num = a
+            return answer in pi.odmien_warianty(base, case, num)
         if kind == "numeral":
             n, base = a
             *words, noun = answer.split()

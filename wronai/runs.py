@@ -53,6 +53,10 @@ class WronaiTrainer(Trainer):
                                 "(before its optimizer step, so no weight took it)")
         return loss
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._kind_sums = {}                                                 # kind -> [summed token loss, tokens] since the last log
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if "kind" not in self._signature_columns: self._signature_columns.append("kind")   # the Trainer drops what forward() does not take
@@ -66,17 +70,17 @@ class WronaiTrainer(Trainer):
     @torch.no_grad()
     def _count_kinds(self, logits, labels, kinds):
         "Add each example's summed token loss and token count to its kind's running total (one row at a time: no second copy of the batch's logits)."
-        sums = self.__dict__.setdefault("_kind_sums", {})
         for row, kind in enumerate(kinds):
             lab = labels[row, 1:]; keep = lab != -100                          # position t predicts token t + 1
             if not keep.any(): continue
             nll = torch.nn.functional.cross_entropy(logits[row, :-1][keep].float(), lab[keep], reduction="sum").item()
-            s = sums.setdefault(kind, [0.0, 0]); s[0] += nll; s[1] += int(keep.sum())
+            s = self._kind_sums.setdefault(kind, [0.0, 0]); s[0] += nll; s[1] += int(keep.sum())
 
     def log(self, logs, *args, **kw):
         "Beside each logged training loss: `loss_<kind>`, the per-token loss of each kind of example since the last log."
-        if "loss" in logs and (sums := self.__dict__.pop("_kind_sums", None)):
-            logs.update({f"loss_{k}": round(nll / n, 4) for k, (nll, n) in sorted(sums.items())})
+        if "loss" in logs and self._kind_sums:
+            logs.update({f"loss_{k}": round(nll / n, 4) for k, (nll, n) in sorted(self._kind_sums.items())})
+            self._kind_sums = {}
         return super().log(logs, *args, **kw)
 
     def _save(self, output_dir=None, state_dict=None):
