@@ -37,12 +37,13 @@ benchmark: install  ## train quick_test into runs/benchmark (and once more on th
 	$(PY) scripts/bench_generate.py --adapter runs/benchmark --json benchmarks/quick_test_cpu_generate.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
-benchmark-full: install  ## a run that learns: one epoch of configs/cpu_full.yaml (under an hour on 2 cores), evaluated like benchmark; not part of make test
-	rm -rf runs/cpu_full
-	$(PY) scripts/train.py --config configs/cpu_full.yaml --output-dir runs/cpu_full
-	$(PY) -c "import json; r = json.load(open('runs/cpu_full/train_results.json')); json.dump(r, open('benchmarks/cpu_full_cpu_train.json', 'w'), indent=1)"
-	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/cpu_full.yaml --adapter runs/cpu_full --json benchmarks/cpu_full_cpu.json
-	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/cpu_full.yaml --adapter runs/cpu_full --json benchmarks/cpu_full_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]"
+FULL ?= cpu_full
+benchmark-full: install  ## a run that learns: one epoch of configs/$(FULL).yaml (cpu_full: under an hour on 2 cores; FULL=cpu_gemma for Gemma 3 270M), evaluated like benchmark; not part of make test
+	rm -rf runs/$(FULL)
+	$(PY) scripts/train.py --config configs/$(FULL).yaml --output-dir runs/$(FULL)
+	$(PY) -c "import json; r = json.load(open('runs/$(FULL)/train_results.json')); json.dump(r, open('benchmarks/$(FULL)_cpu_train.json', 'w'), indent=1)"
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/$(FULL).yaml --adapter runs/$(FULL) --json benchmarks/$(FULL)_cpu.json
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/$(FULL).yaml --adapter runs/$(FULL) --json benchmarks/$(FULL)_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]"
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
 clean-nbs:

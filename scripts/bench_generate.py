@@ -17,14 +17,6 @@ from pathlib import Path
 import torch
 
 
-def cpu_flags():
-    "The CPU's model name and the instruction-set flags that change which kernels bitsandbytes and torch run."
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
-    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-    return {"model": model, "flags": sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))}
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", required=True, help="output folder of `wronai train` (holds wronai.yaml)")
@@ -40,7 +32,7 @@ def main(argv=None):
     from wronai.evaluate import benchmark_rows
     from wronai.infer import generation_speed, load_adapter, merge, prompt_for
     from wronai.models import load_model
-    from wronai.quant import _has_fused, cpu_packing
+    from wronai.quant import _has_fused, cpu_flags, cpu_packing
     from transformers import AutoTokenizer
     try: cfg, tok, nf4 = load_adapter(a.adapter)
     except FileNotFoundError as e: ap.exit(2, f"bench_generate: {e}\n")

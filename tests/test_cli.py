@@ -14,7 +14,7 @@ def wronai(*args):
     assert exe, "the wronai console script is not installed (pip install -e .)"
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
-@pytest.mark.parametrize("cfg", ["configs/quick_test.yaml", "configs/default.yaml", "configs/cpu_full.yaml"])
+@pytest.mark.parametrize("cfg", ["configs/quick_test.yaml", "configs/default.yaml", "configs/cpu_full.yaml", "configs/cpu_gemma.yaml"])
 def test_shipped_configs_check(cfg):
     r = wronai("config", "check", cfg)
     assert r.returncode == 0, r.stderr
