@@ -9,7 +9,7 @@ __all__ = ['DTYPES', 'POLISH_TOKENS', 'MISTRAL_TARGETS', 'OPTIMIZERS', 'SCHEDULE
            'repo_path']
 
 # %% ../nbs/00_config.ipynb #ad1a434a
-import copy, dataclasses, difflib, importlib.util, os, types, warnings
+import copy, dataclasses, difflib, importlib.util, math, os, re, types, warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
@@ -67,11 +67,13 @@ def _coerce(value, tp, path, errors):
     if tp is bool: return value if isinstance(value, bool) else bad()
     if tp is int: return value if isinstance(value, int) and not isinstance(value, bool) else bad()
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
-        if isinstance(value, str):
-            try: return float(value)                  # YAML 1.1 reads 2e-4 as a string
+        v = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool): v = float(value)
+        elif isinstance(value, str):
+            try: v = float(value)                     # YAML 1.1 reads 2e-4 as a string
             except ValueError: pass
-        return bad()
+        if v is None: return bad()
+        return v if math.isfinite(v) else bad(f"must be a finite number, got {value!r}")   # .nan, .inf, 'nan', 1e999
     if tp is str: return value if isinstance(value, str) else bad()
     if is_dataclass(tp): return _build(tp, value, path, errors)
     raise TypeError(f"config field {path} has an unsupported annotation {tp!r}")
@@ -121,8 +123,13 @@ class ModelArgs(_Section):
     _aliases: ClassVar[dict] = {"torch_dtype": "dtype"}
 
     def _problems(self):
+        from wronai.models import resolve_model      # light: no torch until a model loads
         p = []
-        if not self.name.strip(): p.append(("name", "must not be empty"))
+        try: src = resolve_model(self.name)
+        except ValueError as e: p.append(("name", str(e))); src = None
+        if self.trust_remote_code and src is not None:
+            where = f"the hub repository {src.ref!r}" + (f" at revision {self.revision!r}" if self.revision else " (any revision: pin model.revision)") if src.kind == "hub" else f"{src.ref!r}"
+            warnings.warn(f"model.trust_remote_code is true: Python files from {where} will run on this machine with your rights; read them first", stacklevel=2)
         if self.device_map in ("cpu", "cuda", "mps"):
             p.append(("device_map", f"places the model on GPUs; for {self.device_map!r} set hardware.device: {self.device_map}"))
         elif self.device_map not in ("auto", "balanced", "balanced_low_0", "sequential") and not (
@@ -145,6 +152,10 @@ class TokenizerArgs(_Section):
 
     def _problems(self):
         p, toks = [], self.polish_tokens
+        if self.name is not None and self.name != "packaged:mistral-7b-v0.1" and not Path(self.name).expanduser().is_dir():   # a tokenizer folder needs no config.json
+            from wronai.models import resolve_model
+            try: resolve_model(self.name)
+            except ValueError as e: p.append(("name", str(e).replace("model ", "tokenizer ", 1)))
         if self.add_polish_tokens and not toks: p.append(("polish_tokens", "must not be empty when add_polish_tokens is true"))
         for i, t in enumerate(toks):
             if not t.strip() or any(c.isspace() for c in t): p.append((f"polish_tokens[{i}]", f"must be non-empty without whitespace, got {t!r}"))
@@ -218,7 +229,14 @@ class DataArgs(_Section):
     def _problems(self):
         p = []
         if not 0 < self.validation_size < 1: p.append(("validation_size", f"must be in (0, 1), got {self.validation_size}"))
-        if self.max_seq_length <= 0: p.append(("max_seq_length", f"must be > 0, got {self.max_seq_length}"))
+        from wronai.data import source_problem
+        from wronai.tokens import format_example
+        floor = len(re.findall(r"</?\w+>", format_example("x", "y"))) + 4    # the tags, one question and one answer token, BOS and EOS
+        if self.max_seq_length < floor:
+            p.append(("max_seq_length", f"must be at least {floor}: the prompt format alone takes {floor - 4} tag tokens and BOS/EOS "
+                                        f"before any question or answer; got {self.max_seq_length}"))
+        if why := source_problem(self.dataset_name): p.append(("dataset_name", why))
+        if self.text_dataset is not None and (why := source_problem(self.text_dataset, text=True)): p.append(("text_dataset", why))
         for k in ("max_examples", "max_eval_examples"):
             if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
         if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
@@ -333,6 +351,11 @@ class EvaluationArgs(_Section):
         if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
         if self.prose_max_chars is not None and self.prose_max_chars < 1: p.append(("prose_max_chars", f"must be >= 1 or null, got {self.prose_max_chars}"))
         if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
+        from wronai.data import BUILT, source_problem
+        for i, name in enumerate(self.benchmark_sets):
+            if name in (f"{b}-test" for b in BUILT): continue                        # the held-out split of a dataset built here
+            if name in BUILT: p.append((f"benchmark_sets[{i}]", f"{name!r} is its training split; evaluate on {name + '-test'!r}")); continue
+            if why := source_problem(name): p.append((f"benchmark_sets[{i}]", why))
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p
 
@@ -374,20 +397,38 @@ def apply_overrides(data, overrides=()):
     for ov in overrides:
         if "=" not in ov: raise ConfigError([(ov, "an override must look like section.key=value")])
         path, raw = ov.split("=", 1)
+        if not path.strip() or any(not k.strip() for k in path.split(".")): raise ConfigError([(ov, "an override must look like section.key=value")])
         *parents, leaf = path.strip().split(".")
         d = data
         for k in parents:
             if not isinstance(d.setdefault(k, {}), dict): raise ConfigError([(path, f"{k!r} is not a section")])
             d = d[k]
-        d[leaf] = yaml.safe_load(raw)
+        try: d[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e: raise ConfigError([(path, f"the value in {ov!r} is not valid YAML ({str(e).splitlines()[0]})")]) from None
     return data
+
+class _UniqueKeys(yaml.SafeLoader):
+    "yaml.safe_load's loader, refusing a key given twice in one mapping (plain YAML keeps the last one, silently)."
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                                                        "only one can count, so remove or merge one of them", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 def load_config(path, overrides=()):
     "The validated `WronaiConfig` in the YAML file `path`, with `overrides` (`section.key=value`) applied."
     path = Path(path)
+    if path.is_dir(): raise ConfigError([("<file>", f"{path} is a folder; name a YAML config file, e.g. configs/quick_test.yaml")], str(path))
     try: text = path.read_text(encoding="utf-8")
     except OSError as e: raise ConfigError([("<file>", f"cannot read {path}: {e.strerror or e}")], str(path)) from None
-    try: data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise ConfigError([("<file>", f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); a config is a YAML text file")], str(path)) from None
+    try: data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as e: raise ConfigError([("<yaml>", f"not valid YAML: {e}")], str(path)) from None
     return WronaiConfig.from_dict(apply_overrides(data, overrides), source=str(path))
 

@@ -6,7 +6,7 @@
 __all__ = ['load_adapter', 'prompt_for', 'Sampling', 'answer', 'stream', 'Chat', 'ChatBox', 'merge', 'generation_speed']
 
 # %% ../nbs/08_inference.ipynb #b0a944bf
-import dataclasses, html, threading, time
+import dataclasses, html, threading, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,18 +88,23 @@ def stream(model, tok, question, sampling=None, **kw):
 # %% ../nbs/08_inference.ipynb #5aff902b
 class Chat:
     "A conversation with a tuned model: `ask` answers (streaming to `on_text` when given) and keeps the history."
-    def __init__(self, model, tok, prompt_format="polish_tags", register="formal", sampling=None):
+    def __init__(self, model, tok, prompt_format="polish_tags", register="formal", sampling=None, max_len=None):
         self.model, self.tok, self.prompt_format, self.register = model, tok, prompt_format, register
-        self.sampling, self.history = sampling or Sampling(), []
+        self.sampling, self.history, self.max_len = sampling or Sampling(), [], max_len   # max_len: the training length, for a warning
 
     @classmethod
     def from_adapter(cls, adapter_dir, config=None, quantized=True, **kw):
         "A `Chat` with the base and adapter of `adapter_dir` (4-bit as trained, or full precision)."
         cfg, tok, model = load_adapter(adapter_dir, config, quantized)
-        return cls(model, tok, cfg.data.prompt_format, **kw)
+        return cls(model, tok, cfg.data.prompt_format, max_len=cfg.data.max_seq_length, **kw)
 
     def ask(self, question, on_text=None):
         "Answer `question`; `on_text(piece)` is called as the answer grows."
+        if self.max_len:
+            n = len(self.tok(prompt_for(question, self.tok, self.prompt_format, self.register, self.history)).input_ids)
+            if n > self.max_len:
+                warnings.warn(f"this prompt is {n} tokens, longer than any training example ({self.max_len} tokens, data.max_seq_length): "
+                              "the model has never seen one this long, so expect a worse answer", stacklevel=2)
         pieces = []
         for piece in stream(self.model, self.tok, question, self.sampling, register=self.register,
                             prompt_format=self.prompt_format, history=self.history):
@@ -149,6 +154,7 @@ class ChatBox:
 def merge(adapter_dir, out_dir, config=None, cache=None):
     "Fold the adapter into a full-precision copy of its base and save a standalone model, tokenizer and config to `out_dir`."
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir} is a file; --out must name a new folder (nothing was written)")
     if out_dir.exists() and any(out_dir.iterdir()): raise FileExistsError(f"{out_dir} is not empty; choose a new folder (nothing was written)")
     cfg, tok, model = load_adapter(adapter_dir, config, quantized=False, cache=cache)
     gc = model.get_base_model().generation_config

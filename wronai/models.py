@@ -8,13 +8,11 @@ __all__ = ['log', 'PACKAGED', 'cache_dir', 'write_atomic', 'PackagedModel', 'Mod
            'tiny_mistral']
 
 # %% ../nbs/01_models.ipynb #a5bc6898
-import importlib.metadata, importlib.util, json, logging, os, shutil, tempfile, time
+import importlib.metadata, importlib.util, json, logging, os, re, shutil, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)   # torch is imported inside the functions that use it: checking a model name (every config does) costs nothing
 
 # %% ../nbs/01_models.ipynb #7e01923b
 def cache_dir():
@@ -78,9 +76,12 @@ class ModelSource:
     ref: str  # packaged key, directory, or hub id
     license: str | None = None  # license to show, where known
 
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")   # huggingface_hub's repo-id rule
+
 def resolve_model(name):
     "What the model name `name` refers to (no loading, no network)."
     name = str(name).strip()
+    if not name: raise ValueError("the model name is empty")
     if name.startswith("packaged:"):
         key = name.split(":", 1)[1]
         if key not in PACKAGED: raise ValueError(f"unknown packaged model {key!r}; available: {', '.join('packaged:' + k for k in PACKAGED)}")
@@ -89,9 +90,16 @@ def resolve_model(name):
     if p.is_dir():
         if not (p/"config.json").exists(): raise ValueError(f"{p} is a directory but holds no config.json: not a saved transformers model")
         return ModelSource("local", str(p))
+    if p.exists(): raise ValueError(f"model {name!r} is a file; name the folder that holds config.json and the weights")
     if name.startswith((".", "/", "~")) or "\\" in name:
-        raise ValueError(f"model {name!r} looks like a local path but no such directory exists")
-    if not name or name.count("/") > 1: raise ValueError(f"model {name!r} is neither packaged:NAME, a local directory, nor a hub id like 'org/model'")
+        raise ValueError(f"model {name!r} looks like a local path but no such folder exists")
+    top = name.split("/")[0]
+    if "/" in name and top and Path(top).is_dir():                  # `models/mymodel` beside an existing models/: a folder that is missing
+        raise ValueError(f"no folder {name!r} (there is a folder {top!r} here, so this is read as a local path; "
+                         f"to load a hub repository of that name, run from another folder)")
+    if not _HUB_ID.fullmatch(name) or "--" in name or ".." in name:
+        raise ValueError(f"model {name!r} is neither packaged:NAME, a local folder, nor a hub id like 'org/model' "
+                         "(letters, digits, '-', '_', '.'; at most one '/'; 96 characters)")
     return ModelSource("hub", name)
 
 # %% ../nbs/01_models.ipynb #787aba47
@@ -103,6 +111,7 @@ def _stamp(pm):
 
 def packaged_dir(key, cache=None):
     "Directory holding packaged model `key` as safetensors, converted from its GGUF on first use."
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     pm = PACKAGED[key]
     root = Path(cache or cache_dir())/"models"
@@ -131,6 +140,7 @@ def packaged_dir(key, cache=None):
 # %% ../nbs/01_models.ipynb #499d519c
 def pick_device(requested="auto"):
     "`cuda`, `mps` or `cpu`: the requested device, or the best available for `auto`."
+    import torch
     has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if requested == "auto": return next(d for d, ok in has.items() if ok)
     if requested not in has: raise ValueError(f"device must be auto, cuda, mps or cpu; got {requested!r}")
@@ -139,31 +149,33 @@ def pick_device(requested="auto"):
                            "use device: auto or cpu")
     return requested
 
-_DT = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
 def native_bf16():
     "True on a CUDA GPU that computes bfloat16 in hardware: compute capability 8.0 or newer (A100, L4, H100), not a T4 or V100."
+    import torch
     return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= (8, 0)   # is_bf16_supported() counts emulation
 
 def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
     "`(dtype, reason)`: the compute dtype to use for `requested` on `device`; `bf16_ok` overrides the GPU probe."
-    if requested not in ("auto", *_DT): raise ValueError(f"dtype must be auto, bfloat16, float16 or float32; got {requested!r}")
+    import torch
+    named = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if requested not in ("auto", *named): raise ValueError(f"dtype must be auto, bfloat16, float16 or float32; got {requested!r}")
     if device == "cpu":
         if requested in ("auto", "float32"): return torch.float32, "float32 on CPU"
         return torch.float32, f"{requested} requested, but the CPU trains in float32 (half precision is slow and unstable there)"
     if device == "mps":
         if requested in ("auto", "float16"): return torch.float16, "float16 on Apple MPS"
-        return _DT[requested], f"{requested} on Apple MPS"
+        return named[requested], f"{requested} on Apple MPS"
     if bf16_ok is None: bf16_ok = native_bf16()
     if requested in ("auto", "bfloat16"):
         if bf16_ok: return torch.bfloat16, "bfloat16 on a GPU that supports it"
         return torch.float16, "this GPU has no bfloat16 (pre-Ampere, e.g. a T4): using float16"
-    return _DT[requested], f"{requested} as requested"
+    return named[requested], f"{requested} as requested"
 
 # %% ../nbs/01_models.ipynb #c79a4f74
 def simulated_gpu(capability):
     "A context in which torch reports one CUDA GPU of compute `capability` (e.g. `(7, 5)`, a T4): for testing device decisions anywhere."
     from unittest import mock
+    import torch
     return mock.patch.multiple(torch.cuda, is_available=lambda: True, device_count=lambda: 1,
                                get_device_capability=lambda device=None: tuple(capability))
 
@@ -196,6 +208,7 @@ def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_co
 # %% ../nbs/01_models.ipynb #b65b9c3b
 def tiny_mistral(vocab_size=32000, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, seed=0):
     "A randomly initialised, Mistral-architecture causal LM with tiny dimensions (plumbing tests only)."
+    import torch
     from transformers import MistralConfig, MistralForCausalLM
     cfg = MistralConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,

@@ -93,7 +93,9 @@ class WronaiTrainer(Trainer):
         # the new tokens' rows already travel in the adapter as trainable-token deltas
         model.save_pretrained(output_dir, is_main_process=self.args.should_save, save_embedding_layers=False)
         if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        # the Trainer pickles its arguments into training_args.bin, a file that runs code when loaded and that no resume reads;
+        # folders people share hold none: the arguments are kept as JSON
+        with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as f: f.write(self.args.to_json_string())
 
 # %% ../nbs/06b_runs.ipynb #2e399522
 class StopOnInterrupt(TrainerCallback):

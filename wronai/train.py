@@ -17,7 +17,7 @@ from transformers import TrainingArguments, set_seed
 from .data import PackedCollator, load_data, pack, pad_collator
 from .lora import add_lora, trainable_report
 from .models import PACKAGED, model_path, native_bf16, pick_device
-from .quant import load_quantized
+from .quant import cpu_flags, load_quantized
 from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, peak_memory_mb
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import load_config, repo_path
@@ -110,10 +110,10 @@ class Setup:
 def setup(cfg, cache=None):
     "Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows), tokenized data and a collator."
     tok = prepare_tokenizer(cfg, cache)
+    train, ev, report = load_data(cfg, tok, cache)                                # data first: a file with no usable rows fails before the model loads
     model = load_quantized(cfg, cache)
     new = resize_with_piece_mean(model, tok)
     model = add_lora(model, cfg, token_indices(model, new) if new else None)
-    train, ev, report = load_data(cfg, tok, cache)
     if cfg.data.packing:
         train, ev = ([[xs[i] for i in g] for g in pack([len(x["input_ids"]) for x in xs], cfg.data.max_seq_length)] for xs in (train, ev))
         collator = PackedCollator(tok.pad_token_id)
@@ -190,7 +190,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     res = {"output_dir": str(out), "base_model": cfg.model.name, "device": device, "world_size": args.world_size,
            "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes,
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "tokens": tp.tokens,
+           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "cpu_flags": cpu_flags(), "tokens": tp.tokens,
            "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
            "adapter_sha256": adapter_checksum(s.model), "log_history": trainer.state.log_history}
     print(f"rank {args.process_index}/{args.world_size}: adapter sha256 {res['adapter_sha256']}", flush=True)
