@@ -168,8 +168,8 @@ def _add_eval(sub):
 # %% ../nbs/09_cli.ipynb #1fbba551
 def _chat(args):
     "Answer questions with base + adapter; exit 0 done, 2 bad input, 130 Ctrl-C."
+    if args.prompt is not None and not args.prompt.strip(): return _fail("--prompt is empty: give the question to answer", 2)   # before torch or a model loads
     from wronai.infer import Chat, Sampling
-    if args.prompt is not None and not args.prompt.strip(): return _fail("--prompt is empty: give the question to answer", 2)   # before the model loads
     try:
         s = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed)
         chat = Chat.from_adapter(args.adapter, args.config, quantized=not args.full_precision, register=args.register, sampling=s)
