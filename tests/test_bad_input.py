@@ -182,6 +182,7 @@ def test_chat_refuses_an_empty_prompt(tmp_path, prompt):
 def test_chat_warns_about_a_prompt_longer_than_training(tmp_path, quick_run):
     rc, err, out, loads = wronai(tmp_path, "chat", "--adapter", quick_run, "--prompt", "Opowiedz mi o Polsce. " * 100, "--max-new-tokens", "1")
     assert rc == 0, err[-3000:]
+    assert loads, "the probe saw no model load where one happened: every 'no model load' above would pass for nothing"
     assert "wronai: warning: this prompt is" in err and "longer than any training example (256 tokens" in err, err[-3000:]
 
 # --- what users share holds no pickle ----------------------------------------------------------------------------------
