@@ -80,11 +80,10 @@ def read_dataset(name, config=None, cache=None, report=None):
         raise ValueError(f"could not load dataset {name!r} from the hub ({type(e).__name__}: {e}). Offline, use polish-instruct "
                          "or a local file (JSONL, JSON, CSV, Parquet).") from e
 
-def _json_lines(p, report, cache=None):
-    "JSON Lines read line by line: `p` itself when every line is a JSON object, else a copy of the good lines (each broken line skipped into `report` with its number)."
+def _json_lines(p, raw, report, cache=None):
+    "JSON Lines (`raw`, the bytes of file `p`) read line by line: `p` itself when every line is a JSON object, else a copy of the good lines (each broken line skipped into `report` with its number)."
     import hashlib, json
     from wronai.models import cache_dir, write_atomic
-    raw = p.read_bytes()
     good, broken = [], 0
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip(): continue
@@ -122,7 +121,7 @@ def _checked(files, report=None, cache=None):
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 where = f"line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
                 raise ValueError(f"{p}: not valid JSON ({where})") from None
-        out[split_name] = str(_json_lines(p, rep, cache) if kind == ".jsonl" or (kind == ".json" and _object_line(raw)) else p)
+        out[split_name] = str(_json_lines(p, raw, rep, cache) if kind == ".jsonl" or (kind == ".json" and _object_line(raw)) else p)
     if report is None and rep.skipped: log.warning("%s", rep)
     return out
 
@@ -149,7 +148,8 @@ def source_problem(name, text=False):
     if p.is_dir(): return None
     if name.startswith((".", "/", "~")) or p.suffix.lower() in kinds or ("/" in name and Path(name.split("/")[0]).is_dir()):
         return f"{name}: no such file or folder"
-    if not re.fullmatch(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", name):
+    from wronai.models import _HUB_ID                                          # the same repo-id rule as model names
+    if not _HUB_ID.fullmatch(name):
         return f"{name!r} is neither a data file, a folder, {' nor '.join(built)}, nor a hub dataset name like 'org/name'"
     if "/" not in name and (close := difflib.get_close_matches(name, built, n=1, cutoff=0.8)):
         return f"{name!r} is not a dataset built here (did you mean {close[0]!r}?)"
