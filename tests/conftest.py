@@ -67,7 +67,7 @@ class Shared:
 SHARED = None
 
 def _needs(item):
-    return bool({"quick_run", "quick_eval"} & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("quick_run") is not None
+    return bool({"quick_run", "quick_eval", "chat_answers"} & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("quick_run") is not None
 
 @pytest.hookimpl(trylast=True)                                 # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
@@ -93,6 +93,21 @@ def quick_run():
     SHARED.wait("train", SHARED.trained)
     assert (SHARED.out/"train_results.json").exists(), f"{SHARED.out}: no train_results.json"
     return SHARED.out
+
+Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"   # the questions tests ask the tuned model
+CHAT_TOKENS = 32
+
+@pytest.fixture(scope="session")
+def chat_answers(quick_run):
+    "`wronai chat --prompt` on the shared run: Q1 in the formal register and Q2 in the informal one (test_main_job and test_serve compare with them)."
+    out = {}
+    for reg, q in [("formal", Q1), ("informal", Q2)]:
+        r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(quick_run), "--prompt", q, "--register", reg,
+                            "--max-new-tokens", str(CHAT_TOKENS)], cwd=ROOT,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        out[reg] = r.stdout
+    return out
 
 @pytest.fixture(scope="session")
 def quick_eval(quick_run):

@@ -160,7 +160,7 @@ def test_broken_adapters_are_named_before_the_base_loads(tmp_path, adapters):
     # every command that loads an adapter goes through wronai.evaluate.check_adapter, and 07_eval tests every breakage on it;
     # here each command meets one, as a user would
     for name, cmd in [("truncated", ["eval", "--config", QUICK, "--adapter"]), ("no-weights", ["chat", "--prompt", "Cześć", "--adapter"]),
-                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"])]:
+                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"]), ("truncated", ["serve", "--port", "8765", "--adapter"])]:
         d, why = adapters[name]
         refused(tmp_path, [*cmd, d], [str(d), why], out=d)
     assert not (tmp_path/"merged").exists()
@@ -173,6 +173,9 @@ def test_merge_into_a_file(tmp_path, quick_run):
     (tmp_path/"taken").write_text("keep me")
     refused(tmp_path, ["merge", "--adapter", quick_run, "--out", tmp_path/"taken"], [str(tmp_path/"taken"), "is a file"])
     assert (tmp_path/"taken").read_text() == "keep me"
+
+def test_serve_refuses_an_empty_api_key(tmp_path, quick_run):
+    refused(tmp_path, ["serve", "--adapter", quick_run, "--api-key", " "], "--api-key is empty")
 
 # --- chat --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])

@@ -70,18 +70,17 @@ def test_eval_scores_diacritics_beside_the_ogonki_baseline(quick_test, tmp_path)
     for side in ("base", "tuned"): assert 0 <= rep[side]["diacritics_accuracy"] <= 1, rep[side]
     assert og["input_unchanged"] < og["diacritics_accuracy"] <= 1, og                    # ogonki restores: better than the input as it is
 
-Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
+from conftest import CHAT_TOKENS, Q1, Q2
 
 def chat(adapter, *args, stdin=None):
     "stdout of `wronai chat --adapter ADAPTER *args`, with `stdin` piped in."
-    r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(adapter), "--max-new-tokens", "32", *args], cwd=ROOT, env=env(),
+    r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(adapter), "--max-new-tokens", str(CHAT_TOKENS), *args], cwd=ROOT, env=env(),
                        input=stdin, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
-def test_chat_one_question_and_piped_lines_agree(quick_test):
-    one = chat(quick_test, "--prompt", Q1)
-    two = chat(quick_test, "--prompt", Q2, "--register", "informal")
+def test_chat_one_question_and_piped_lines_agree(quick_test, chat_answers):
+    one, two = chat_answers["formal"], chat_answers["informal"]                # `--prompt Q1`, `--prompt Q2 --register informal` (conftest.py)
     assert one.strip() and two.strip()
     assert chat(quick_test, stdin=f"{Q1}\n\n/informal\n{Q2}\n") == one + two      # blank lines skipped, register switched
 

@@ -223,16 +223,46 @@ def _add_chat(sub):
     m.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
     m.set_defaults(func=_merge)
 
+# %% ../nbs/09_cli.ipynb #a6526565
+def _serve(args):
+    "Serve an adapter over HTTP until Ctrl-C; exit 0 stopped, 2 bad input."
+    if args.api_key is not None and not args.api_key.strip(): return _fail("--api-key is empty: give the key clients must send", 2)
+    from wronai.evaluate import check_adapter
+    check_adapter(args.adapter)                                              # a broken folder is named before the model loads
+    from wronai.serve import serve
+    serve(args.adapter, args.host, args.port, args.merged, args.api_key, args.model_name, args.config)
+    return 0
+
+def _port(text):
+    "argparse type: a TCP port, 1 to 65535."
+    try: n = int(text)
+    except ValueError: n = 0
+    if not 1 <= n <= 65535: raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return n
+
+def _add_serve(sub):
+    "Register `wronai serve`."
+    p = sub.add_parser("serve", help="serve a tuned model over OpenAI's HTTP API (see nbs/08b_serve.ipynb)")
+    p.add_argument("--adapter", required=True, help="output folder of `wronai train`")
+    p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--merged", action="store_true", help="fold the adapter into a full-precision base: faster per token, more memory")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every /v1 request")
+    p.add_argument("--model-name", default=None, help="the model name clients send (default: the adapter folder's name)")
+    p.set_defaults(func=_serve)
+
 # %% ../nbs/09_cli.ipynb #9ec65b9b
 def parser():
     "The `wronai` argument parser."
-    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat.")
+    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat, serving.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
     _add_chat(sub)
+    _add_serve(sub)
     def leaves(sp):                                                          # every runnable subcommand gets --debug
         for q in sp.choices.values():
             subs = [a for a in q._actions if isinstance(a, argparse._SubParsersAction)]

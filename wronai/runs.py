@@ -41,7 +41,7 @@ class NonFiniteLoss(RuntimeError):
     "The training loss became NaN or infinite."
 
 class WronaiTrainer(Trainer):
-    "The transformers Trainer: never on bitsandbytes' CPU inference layout, stopping at the first non-finite loss, logging the loss of each kind of example, saving adapters without whole embedding matrices."
+    "The transformers Trainer: never on bitsandbytes' CPU inference layout, logits only where the loss is, stopping at the first non-finite loss, logging the loss of each kind of example, saving adapters without whole embedding matrices."
     def training_step(self, model, inputs, num_items_in_batch=None):
         if packed := packed_layers(model):                                   # no backward through that layout (03_quantization)
             raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in bitsandbytes' CPU inference layout, which "
@@ -63,17 +63,38 @@ class WronaiTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         kinds = inputs.pop("kind", None)                                     # what each example is (05c_data): a task family, or text
-        loss, out = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if kinds is not None and model.training: self._count_kinds(out.logits.detach(), inputs["labels"], kinds)
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        if return_outputs or "labels" not in inputs or head is None:
+            loss, out = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            rows, logits = None, out.logits[:, :-1]                           # position t predicts token t + 1
+            targets = inputs["labels"][:, 1:]
+        else: loss, rows, logits, targets = self._scored_loss(model, head, inputs, num_items_in_batch)
+        if kinds is not None and model.training: self._count_kinds(logits.detach(), targets, kinds, rows)
         return (loss, out) if return_outputs else loss
 
+    def _scored_loss(self, model, head, inputs, num_items_in_batch):
+        "The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states (a hook gathers them)."
+        labels = inputs["labels"]
+        scored = torch.nn.functional.pad(labels[:, 1:] != -100, (0, 1))        # (B, T): position t predicts a scored token t + 1
+        hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])   # (B, T, H) -> (1, N, H)
+        try: out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        finally: hook.remove()
+        logits, targets = out.logits[0], labels[:, 1:][scored[:, :-1]]        # (N, V), (N,)
+        nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:  # as the model's own loss: over the whole accumulated batch
+            loss = nll / num_items_in_batch
+            if self.args.average_tokens_across_devices: loss = loss * self.accelerator.num_processes
+        else: loss = nll / targets.numel()
+        return loss, scored.nonzero()[:, 0], logits, targets
+
     @torch.no_grad()
-    def _count_kinds(self, logits, labels, kinds):
-        "Add each example's summed token loss and token count to its kind's running total (one row at a time: no second copy of the batch's logits)."
+    def _count_kinds(self, logits, targets, kinds, rows=None):
+        "Add each example's summed token loss and token count to its kind's running total; `rows`: the example of each scored token, when the logits are of those alone."
         for row, kind in enumerate(kinds):
-            lab = labels[row, 1:]; keep = lab != -100                          # position t predicts token t + 1
+            if rows is None: lg, tg = logits[row], targets[row]; keep = tg != -100   # (T-1, V), (T-1,): one row at a time, no copy of the batch's logits
+            else: keep = rows == row; lg, tg = logits, targets
             if not keep.any(): continue
-            nll = torch.nn.functional.cross_entropy(logits[row, :-1][keep].float(), lab[keep], reduction="sum").item()
+            nll = torch.nn.functional.cross_entropy(lg[keep].float(), tg[keep], reduction="sum").item()
             s = self._kind_sums.setdefault(kind, [0.0, 0]); s[0] += nll; s[1] += int(keep.sum())
 
     def log(self, logs, *args, **kw):
