@@ -62,7 +62,7 @@ def test_eval_scores_diacritics_beside_the_ogonki_baseline(quick_test, tmp_path)
     import shutil
     if shutil.which("apt-get") is None: pytest.skip("no apt-get: polish-prose-tasks is not built here")
     run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json", tmp_path/"tasks.json", "--plot", tmp_path/"tasks.png",
-        "--set", "evaluation.benchmark_sets=[polish-prose-tasks-test]", "--set", "evaluation.metrics=[exact_match]", "--set", "evaluation.max_examples=24",
+        "--set", "evaluation.benchmark_sets=[polish-prose-tasks-test]", "--set", "evaluation.metrics=[exact_match]", "--set", "evaluation.max_examples=12",
         "--set", "evaluation.max_new_tokens=16")                                         # enough words to score restored letters on
     rep = json.loads((tmp_path/"tasks.json").read_text())
     og = rep["ogonki"]
