@@ -18,6 +18,9 @@ The lent machine that made benchmarks/cuda_h100.json had no wronai install; it w
    compute, LoRA r=16 on all seven projections, trainable rows for the Polish tags, paged AdamW), then a few
    optimizer steps of `WronaiTrainer` on fixed-length batches for several sequence lengths, batch sizes, and
    checkpointing on and off: peak allocated memory, and tokens per second after one warm-up step.
+5. `recipe_data` (not in the default parts; run it in a process of its own, so that its peak is its own): `wronai.train.train`
+   with configs/default.yaml unchanged on that model, 8 optimizer steps of 1 x 16 sequences of the real mixed data,
+   longest batch first (length grouping): the recipe's peak memory as a user meets it.
 
 Each part is written to the JSON as soon as it ends, and a part that fails records its error and the rest go on.
 `--tiny` runs the same code with toy shapes (on CPU too), to check the script itself.
@@ -234,6 +237,30 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     return out
 
 
+def recipe_data(tok_dir, work, tiny, steps=8):
+    "`wronai.train.train` itself with configs/default.yaml on the random Mistral-7B shape: its data, sequence length, batch and accumulation, as a user runs it."
+    from transformers import MistralConfig
+    from wronai.config import load_config
+    from wronai.train import train
+    mdir = Path(work)/"mistral-random"
+    if not (mdir/"config.json").exists():
+        config = MistralConfig()
+        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4, num_key_value_heads=2))
+        random_model_dir(config, tok_dir, mdir, torch.bfloat16)
+    cfg = load_config(ROOT/"configs/default.yaml", [f"model.name={mdir}", "monitoring.report_to=[]", "training.eval_steps=1000",
+                                                    "training.save_steps=1000", "training.logging_steps=1", "data.max_eval_examples=32"])
+    if torch.cuda.is_available(): torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    res = train(cfg, output_dir=Path(work)/"recipe", max_steps=steps)
+    losses = [h["loss"] for h in res["log_history"] if "loss" in h]
+    out = {k: res[k] for k in ("device", "steps", "notes", "tokens", "tokens_per_second", "train_seconds", "peak_memory_mb")}
+    out.update(max_seq_length=cfg.data.max_seq_length, batch=cfg.training.per_device_train_batch_size, accumulation=cfg.training.gradient_accumulation_steps,
+               all_losses_finite=all(map(_finite, losses)), recipe_limit_mb=cfg.hardware.max_gpu_memory_mb)
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        out.update(peak_reserved_mib=_mib(torch.cuda.max_memory_reserved()), device_used_after_mib=_mib(total - free))
+    return out
+
+
 def _no_ckpt(cfg):
     "`cfg` with gradient checkpointing off (each plan turns it on or off itself)."
     return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, gradient_checkpointing=False))
@@ -260,7 +287,7 @@ def main(argv=None):
     if a.small is None and "train_small" in a.parts:
         from wronai.models import packaged_dir
         a.small = str(packaged_dir("smollm2-135m"))
-    if a.mistral_tokenizer is None and "mistral7b" in a.parts:
+    if a.mistral_tokenizer is None and ("mistral7b" in a.parts or "recipe_data" in a.parts):
         from wronai.tokens import mistral_tokenizer
         a.mistral_tokenizer = str(Path(a.work)/"mistral-tok")
         mistral_tokenizer().save_pretrained(a.mistral_tokenizer)
@@ -274,6 +301,7 @@ def main(argv=None):
             elif part == "matmul_peak": res[part] = matmul_peak(device)
             elif part == "train_small": res[part] = train_small(a.small, a.work, a.tiny)
             elif part == "mistral7b": res[part] = mistral7b(a.mistral_tokenizer, a.work, a.tiny, started + a.seconds)
+            elif part == "recipe_data": res[part] = recipe_data(a.mistral_tokenizer, a.work, a.tiny)
             else: ap.error(f"unknown part {part!r}")
         except Exception as e:
             traceback.print_exc()
