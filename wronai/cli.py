@@ -235,9 +235,7 @@ def _serve(args):
 
 def _port(text):
     "argparse type: a TCP port, 1 to 65535."
-    try: n = int(text)
-    except ValueError: n = 0
-    if not 1 <= n <= 65535: raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    if (n := _positive(text)) > 65535: raise argparse.ArgumentTypeError(f"must be a port number up to 65535, got {n}")
     return n
 
 def _add_serve(sub):
