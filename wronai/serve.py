@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .evaluate import stop_ids
-from .infer import Sampling, answer, load_adapter, prompt_for
+from .infer import Sampling, load_adapter, prompt_for
 
 log = logging.getLogger("wronai.serve")
 
@@ -144,8 +144,8 @@ class _Cancel:
 
 class Engine:
     "Generation for a server: one request at a time, in arrival order, each in a worker thread; counts what it served."
-    def __init__(self, model, tok, max_positions=None):
-        self.model, self.tok = model, tok
+    def __init__(self, model, tok, max_positions=None, train_len=None):
+        self.model, self.tok, self.train_len = model, tok, train_len                # train_len: data.max_seq_length, for a warning
         self.max_positions = max_positions or getattr(model.config, "max_position_embeddings", None)
         self.stats, self._lock = {"served": 0, "cancelled": 0, "failed": 0}, None
 
@@ -156,6 +156,7 @@ class Engine:
         if self.max_positions and n + job.sampling.max_new_tokens > self.max_positions:
             raise APIError(400, f"the prompt is {n} tokens and max_tokens is {job.sampling.max_new_tokens}; this model takes "
                                 f"{self.max_positions} tokens in all", "messages" if job.chat else "prompt")
+        if self.train_len and n > self.train_len: log.warning("a prompt of %d tokens, longer than any training example (%d)", n, self.train_len)
         loop = asyncio.get_running_loop()
         if self._lock is None: self._lock = asyncio.Lock()                   # FIFO: waiters are served in arrival order
         await self._lock.acquire()
@@ -192,7 +193,7 @@ class Engine:
 # %% ../nbs/08b_serve.ipynb #22032321
 def _now(): return int(time.time())
 
-def build_app(engine, model_id, api_key=None, prompt_format="polish_tags", train_len=None):
+def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
     "The OpenAI-compatible FastAPI app around `engine`: /v1/chat/completions, /v1/completions, /v1/models and /health."
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
@@ -229,9 +230,6 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags", train
     async def _complete(request, chat):
         _auth(request)
         job = parse_request(await _body(request), model_id, engine.tok, prompt_format, chat)
-        if train_len:
-            n = len(engine.tok(job.prompt).input_ids)
-            if n > train_len: log.warning("a prompt of %d tokens, longer than any training example (%d)", n, train_len)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", _now()
         kind = "chat.completion" if chat else "text_completion"
         cancel = threading.Event()
@@ -297,7 +295,7 @@ def serve(adapter_dir, host="127.0.0.1", port=8000, merged=False, api_key=None, 
     name = model_name or Path(adapter_dir).resolve().name
     if host not in LOOPBACK and not api_key:
         log.warning("serving on %s without --api-key: anyone who can reach port %d can use the model", host, port)
-    app = build_app(Engine(model, tok), name, api_key, cfg.data.prompt_format, cfg.data.max_seq_length)
+    app = build_app(Engine(model, tok, train_len=cfg.data.max_seq_length), name, api_key, cfg.data.prompt_format)
     print(f"serving {name!r} on http://{host}:{port}/v1 (OpenAI-compatible: /v1/chat/completions, /v1/completions, /v1/models; "
           f"/health){'; API key required' if api_key else ''}. Ctrl-C stops.", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
