@@ -188,10 +188,12 @@ class Engine:
         cut = StopCutter(job.stop)
         text = cut.feed(self.tok.decode(out, skip_special_tokens=True), final=True)
         reason = "stop" if ended or cut.hit or out.numel() < job.sampling.max_new_tokens else "length"
-        return {"text": text, "prompt_tokens": n, "completion_tokens": int(out.numel()), "finish_reason": reason}
+        return {"text": text, "finish_reason": reason, "usage": {"prompt_tokens": n, "completion_tokens": out.numel(), "total_tokens": n + out.numel()}}
 
 # %% ../nbs/08b_serve.ipynb #22032321
 def _now(): return int(time.time())
+
+def _failed(e): return APIError(500, f"generation failed: {type(e).__name__}: {e}")
 
 def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
     "The OpenAI-compatible FastAPI app around `engine`: /v1/chat/completions, /v1/completions, /v1/models and /health."
@@ -237,12 +239,11 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
             fut = await engine.submit(job, cancel)
             try: r = await fut
             except asyncio.CancelledError: cancel.set(); raise                 # the client went away: stop generating for it
-            if isinstance(r, Exception): raise APIError(500, f"generation failed: {type(r).__name__}: {r}")
+            if isinstance(r, Exception): raise _failed(r)
             text = r["text"].strip() if chat else r["text"]
             choice = {"index": 0, "finish_reason": r["finish_reason"], "logprobs": None}
             choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-            usage = {"prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"], "total_tokens": r["prompt_tokens"] + r["completion_tokens"]}
-            return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": [choice], "usage": usage}
+            return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": [choice], "usage": r["usage"]}
         q, END = asyncio.Queue(), object()
         fut = await engine.submit(job, cancel, q.put_nowait)
         fut.add_done_callback(lambda f: q.put_nowait(END))
@@ -263,13 +264,11 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
                     if cut.hit: cancel.set()                                   # a stop string: no more tokens needed
                 r = fut.result()
                 if isinstance(r, Exception):
-                    yield f"data: {json.dumps(APIError(500, f'generation failed: {type(r).__name__}: {r}').body())}\n\n"
+                    yield f"data: {json.dumps(_failed(r).body())}\n\n"
                     return
                 if out := trim(cut.feed("", final=True)): yield chunk({"content": out})
                 yield chunk(finish="stop" if cut.hit else r["finish_reason"])
-                if job.include_usage:
-                    yield chunk(usage={"prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
-                                       "total_tokens": r["prompt_tokens"] + r["completion_tokens"]})
+                if job.include_usage: yield chunk(usage=r["usage"])
                 yield "data: [DONE]\n\n"
             finally:
                 if not fut.done(): cancel.set()                                # the client went away mid-stream
