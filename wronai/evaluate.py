@@ -104,7 +104,9 @@ def text_perplexity(model, tok, text, max_len=512, batch_size=8):
     "Per-token perplexity of `text` under `model`, scored in windows of `max_len` tokens, `batch_size` windows per forward pass."
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     if len(ids) < 2: raise ValueError("text_perplexity needs a text of at least two tokens")
-    windows = [w for w in ids.split(max_len) if len(w) >= 2]
+    bos = tok("x").input_ids[:1] if tok.bos_token_id is not None and tok("x").input_ids[0] == tok.bos_token_id else []   # as tokenization starts texts
+    windows = [torch.cat([ids.new_tensor(bos), w]) for w in ids.split(max_len - len(bos))]
+    windows = [w for w in windows if len(w) >= 2]
     dev, nll, n = next(model.parameters()).device, 0.0, 0
     for i in range(0, len(windows), batch_size):
         ws = windows[i:i + batch_size]
