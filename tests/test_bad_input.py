@@ -160,10 +160,11 @@ def test_broken_adapters_are_named_before_the_base_loads(tmp_path, adapters):
     # every command that loads an adapter goes through wronai.evaluate.check_adapter, and 07_eval tests every breakage on it;
     # here each command meets one, as a user would
     for name, cmd in [("truncated", ["eval", "--config", QUICK, "--adapter"]), ("no-weights", ["chat", "--prompt", "Cześć", "--adapter"]),
-                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"]), ("truncated", ["serve", "--port", "8765", "--adapter"])]:
+                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"]), ("truncated", ["serve", "--port", "8765", "--adapter"]),
+                      ("no-weights", ["export", "--out", tmp_path/"gguf", "--adapter"])]:
         d, why = adapters[name]
         refused(tmp_path, [*cmd, d], [str(d), why], out=d)
-    assert not (tmp_path/"merged").exists()
+    assert not (tmp_path/"merged").exists() and not (tmp_path/"gguf").exists()
 
 def test_adapter_of_another_base(tmp_path, quick_run):
     refused(tmp_path, ["eval", "--config", str(ROOT/"configs"/"cpu_gemma.yaml"), "--adapter", quick_run],
@@ -173,6 +174,14 @@ def test_merge_into_a_file(tmp_path, quick_run):
     (tmp_path/"taken").write_text("keep me")
     refused(tmp_path, ["merge", "--adapter", quick_run, "--out", tmp_path/"taken"], [str(tmp_path/"taken"), "is a file"])
     assert (tmp_path/"taken").read_text() == "keep me"
+
+def test_export_overwrites_nothing(tmp_path, quick_run):
+    (tmp_path/"taken").write_text("keep me")
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"taken"], [str(tmp_path/"taken"), "is a file"])
+    out = tmp_path/"gguf"; out.mkdir(); (out/"wronai-q8_0.gguf").write_text("an earlier export")
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", out, "--quant", "f16", "q8_0"], [str(out/"wronai-q8_0.gguf"), "exists"], out=out)
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"new", "--quant", "q4_k"], "invalid choice: 'q4_k'")
+    assert (tmp_path/"taken").read_text() == "keep me" and not (tmp_path/"new").exists()
 
 def test_serve_refuses_an_empty_api_key(tmp_path, quick_run):
     refused(tmp_path, ["serve", "--adapter", quick_run, "--api-key", " "], "--api-key is empty")

@@ -250,10 +250,30 @@ def _add_serve(sub):
     p.add_argument("--model-name", default=None, help="the model name clients send (default: the adapter folder's name)")
     p.set_defaults(func=_serve)
 
+# %% ../nbs/09_cli.ipynb #db3036ef
+def _export(args):
+    "Write GGUF files and a Modelfile; exit 0 done, 2 bad input."
+    from wronai.evaluate import check_adapter
+    check_adapter(args.adapter)                                              # a broken folder is named before the model loads
+    from wronai.export import export
+    for f in export(args.adapter, args.out, args.quant, args.config, args.register): print(f)
+    return 0
+
+def _add_export(sub):
+    "Register `wronai export`."
+    p = sub.add_parser("export", help="write the tuned model as GGUF for llama.cpp, Ollama, LM Studio (see nbs/08c_export.ipynb)")
+    p.add_argument("--adapter", required=True, help="output folder of `wronai train`")
+    p.add_argument("--out", required=True, help="folder for wronai-QUANT.gguf and Modelfile (existing files are never overwritten)")
+    p.add_argument("--format", choices=["gguf"], default="gguf", help="file format (gguf)")
+    p.add_argument("--quant", nargs="+", choices=["f16", "q8_0"], default=["f16"], help="storage type(s): f16 (default), q8_0 (half the size)")
+    p.add_argument("--register", choices=["formal", "informal"], default="formal", help="Polish register tag of the prompt template")
+    p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
+    p.set_defaults(func=_export)
+
 # %% ../nbs/09_cli.ipynb #9ec65b9b
 def parser():
     "The `wronai` argument parser."
-    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat, serving.")
+    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat, serving, export.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
     _add_data(sub)
@@ -261,6 +281,7 @@ def parser():
     _add_eval(sub)
     _add_chat(sub)
     _add_serve(sub)
+    _add_export(sub)
     def leaves(sp):                                                          # every runnable subcommand gets --debug
         for q in sp.choices.values():
             subs = [a for a in q._actions if isinstance(a, argparse._SubParsersAction)]
