@@ -162,6 +162,9 @@ class Engine:
         await self._lock.acquire()
         fut = loop.create_future()
         def say(text): loop.call_soon_threadsafe(on_text, text)
+        def finish(r):                      # one callback, so the lock cannot stay held if the loop stops after the result is read
+            self._lock.release()                                                  # the next request may start
+            if not fut.done(): fut.set_result(r)                                  # (done: its client went away and it was cancelled)
         def run():
             try: r = self._generate(ids, n, job, cancel, say if on_text else None)
             except Exception as e:
@@ -169,8 +172,7 @@ class Engine:
                 log.exception("generation failed")
                 r = e
             else: self.stats["cancelled" if cancel.is_set() else "served"] += 1
-            loop.call_soon_threadsafe(fut.set_result, r)
-            loop.call_soon_threadsafe(self._lock.release)                    # the next request may start
+            loop.call_soon_threadsafe(finish, r)
         threading.Thread(target=run, daemon=True).start()
         return fut
 
