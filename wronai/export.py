@@ -95,10 +95,15 @@ def check_llama(c, name="this model"):
     if rope.get("rope_type", "default") != "default": raise ValueError(f"RoPE scaling {rope['rope_type']!r} is not supported by this export")
     return rope
 
+def _prompt_around(register):
+    "The training prompt's text before and after the question, from `format_example` itself (which also checks `register`)."
+    from wronai.tokens import format_example
+    return tuple(format_example("\x00", register=register).split("\x00"))
+
 def chat_template(register="formal"):
     "A Jinja chat template that renders the last message into the training prompt (llama.cpp's server, LM Studio)."
-    if register not in ("formal", "informal"): raise ValueError(f"register must be formal or informal, got {register!r}")
-    return "{{ '<polish><%s><question> ' + messages[-1]['content'] | trim + '</question><answer>' }}" % register
+    before, after = _prompt_around(register)
+    return "{{ '%s' + messages[-1]['content'] | trim + '%s' }}" % (before, after)
 
 def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", register="formal"):
     "Write a merged full-precision Llama-architecture `model` and its tokenizer `tok` to one GGUF file at `path`."
@@ -134,10 +139,10 @@ def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", regi
 # %% ../nbs/08c_export.ipynb #1cd13a60
 def modelfile(gguf_name, tok, register="formal", license=None):
     "An Ollama Modelfile for `gguf_name` in the same folder: the training prompt as template, stopping at `</answer>` and EOS, greedy."
-    chat_template(register)                                                              # checks register
+    before, after = _prompt_around(register)
     lines = ["# Ollama: `ollama create wronai -f Modelfile`, then `ollama run wronai`. The template is wronai's training prompt.",
              f"FROM ./{gguf_name}",
-             f'TEMPLATE """<polish><{register}><question> {{{{ .Prompt }}}}</question><answer>"""',
+             f'TEMPLATE """{before}{{{{ .Prompt }}}}{after}"""',
              *[f'PARAMETER stop "{s}"' for s in dict.fromkeys(["</answer>", tok.eos_token]) if s],
              "PARAMETER temperature 0"]
     if license: lines.append(f'LICENSE """{license}"""')
