@@ -12,7 +12,7 @@ import hashlib, importlib.util, shutil
 from pathlib import Path
 
 from .config import POLISH_TOKENS
-from .models import cache_dir, hub_hint, model_path
+from .models import PACKAGED, cache_dir, hub_hint, model_path, packaged_ready, resolve_model
 
 # %% ../nbs/02_tokens.ipynb #c4c7ee31
 MISTRAL_SHA256 = "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"  # Mistral-7B-v0.1 tokenizer.model
@@ -43,6 +43,9 @@ def load_tokenizer(name, revision=None, trust_remote_code=False, cache=None, **k
     "The tokenizer of `name`: `packaged:mistral-7b-v0.1`, another `packaged:` model, a local directory or a hub id."
     from transformers import AutoTokenizer
     if name == "packaged:mistral-7b-v0.1": return mistral_tokenizer(cache)
+    if str(name).startswith("packaged:") and packaged_ready(resolve_model(name).ref, cache) is None:
+        g = PACKAGED[resolve_model(name).ref].gguf_path()                          # not converted yet: read the GGUF's tokenizer alone,
+        return _check_vocab(AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name, **kwargs), name)   # no model loads for it
     path = name if Path(name).expanduser().is_dir() else model_path(name, cache)   # a tokenizer directory needs no config.json
     try: tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as e: raise hub_hint(name, e) from e
