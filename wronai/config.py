@@ -263,7 +263,7 @@ class TrainingArgs(_Section):
     weight_decay: float = 0.01  # decoupled weight decay
     max_grad_norm: float = 0.3  # gradient clipping (0.3 as in the QLoRA paper)
     optim: Literal[OPTIMIZERS] = "paged_adamw_32bit"  # paged optimizers need CUDA; elsewhere the training step says what it uses instead
-    gradient_checkpointing: bool = True  # recompute activations in the backward pass: less memory, about 30% more compute
+    gradient_checkpointing: bool | Literal["auto"] = True  # recompute activations in the backward pass: less memory, about 30% more compute; auto: only where the memory plan needs it (06c_memory)
     group_by_length: bool = True  # batch examples of similar length together: less padding
     logging_steps: int = 10  # log loss and learning rate every N steps
     eval_steps: int = 100  # evaluate every N steps
