@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['log', 'CUDA_OPTIMS', 'pick_optim', 'pick_precision', 'reporters', 'training_arguments', 'Setup', 'setup',
-           'perplexity', 'train', 'model_card', 'summary', 'quick_run']
+           'perplexity', 'lean_cpu_malloc', 'train', 'model_card', 'summary', 'quick_run']
 
 # %% ../nbs/06_training.ipynb #d64fc7af
-import contextlib, importlib.util, json, logging, math, netrc, os, socket, time
+import contextlib, ctypes, importlib.util, json, logging, math, netrc, os, socket, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from .quant import cpu_flags, load_quantized
 from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, peak_memory_mb
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import load_config, repo_path
+from .memory import checkpointing, resolve_checkpointing
 
 log = logging.getLogger("wronai.train")
 
@@ -76,6 +77,7 @@ def reporters(mon, output_dir):
 def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
     "`(TrainingArguments, env, notes)` for a `WronaiConfig` on `device`; the notes say where the recipe was adapted to the device."
     t, device = cfg.training, device or pick_device(cfg.hardware.device)
+    ckpt, _ = checkpointing(cfg, device)
     out = Path(output_dir or t.output_dir)
     optim, n1 = pick_optim(t.optim, device)
     prec, n2 = pick_precision(t.precision, device)
@@ -90,7 +92,7 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,         # transformers 5: a float < 1 is a share of the steps
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
-        activation_checkpointing=t.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=ckpt, activation_checkpointing_kwargs={"use_reentrant": False},
         train_sampling_strategy="group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         logging_steps=t.logging_steps, logging_first_step=True, eval_strategy="steps", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
@@ -107,13 +109,13 @@ class Setup:
     "Everything training needs, built from a config."
     model: object; tokenizer: object; train: list; eval: list; collator: object; new_token_ids: list; data_report: object
 
-def setup(cfg, cache=None):
-    "Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows), tokenized data and a collator."
+def setup(cfg, cache=None, trainable_rows=True):
+    "Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is False), tokenized data and a collator."
     tok = prepare_tokenizer(cfg, cache)
     train, ev, report = load_data(cfg, tok, cache)                                # data first: a file with no usable rows fails before the model loads
     model = load_quantized(cfg, cache)
     new = resize_with_piece_mean(model, tok)
-    model = add_lora(model, cfg, token_indices(model, new) if new else None)
+    model = add_lora(model, cfg, token_indices(model, new) if new and trainable_rows else None)
     if cfg.data.packing:
         train, ev = ([[xs[i] for i in g] for g in pack([len(x["input_ids"]) for x in xs], cfg.data.max_seq_length)] for xs in (train, ev))
         collator = PackedCollator(tok.pad_token_id)
@@ -152,11 +154,24 @@ def _has_run(out):
     "True when `out` holds checkpoints or a saved adapter."
     return out.is_dir() and (any(out.glob("checkpoint-*")) or (out/"adapter_config.json").exists())
 
+def lean_cpu_malloc(threshold=4 * 2**20):
+    "glibc only: give allocations of `threshold` bytes and more their own mappings, returned to the system when freed; True when set."
+    # glibc's default raises this threshold up to 32 MiB as blocks are freed, then serves activations from its heap and keeps
+    # what they leave: a quick_test step with checkpointing held 5.5 GB resident for 1.5 GB of tensors, 2.2 GB with 4 MiB,
+    # for about a tenth of the speed (06d_bench); lower thresholds cost speed in page faults (1 MiB: half the speed)
+    if not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return False                                              # not glibc (musl)
+    return bool(libc.mallopt(-3, int(threshold)))                              # M_MMAP_THRESHOLD
+
 def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None):
     "Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`."
     started, out = time.time(), Path(output_dir or cfg.training.output_dir)
     device = pick_device(cfg.hardware.device)
+    given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)                 # 'auto': the memory plan decides (06c_memory)
+    if device == "cpu": lean_cpu_malloc()
     args, env, notes = training_arguments(cfg, out, max_steps, device)
+    if auto: log.info(auto)
     if not args.should_log: log.setLevel(logging.WARNING)                         # one process speaks
     for n in notes: log.warning(n)
     ckpt = None
@@ -188,7 +203,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         after = perplexity(s.model, s.eval, s.collator, cfg.training.per_device_eval_batch_size)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     res = {"output_dir": str(out), "base_model": cfg.model.name, "device": device, "world_size": args.world_size,
-           "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes,
+           "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes + ([auto] if auto else []),
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
            "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "cpu_flags": cpu_flags(), "tokens": tp.tokens,
            "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
@@ -197,7 +212,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     if args.should_save:
         if not stop.interrupted:
             trainer.save_model(str(out))                                            # adapter + tokenizer
-            (out/"wronai.yaml").write_text(cfg.to_yaml())
+            (out/"wronai.yaml").write_text(given.to_yaml())                        # as given: "auto" decides again where it runs next
             (out/"README.md").write_text(model_card(cfg, res))
         (out/"train_results.json").write_text(json.dumps(res, indent=1))
     return res
