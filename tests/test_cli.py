@@ -62,3 +62,25 @@ def test_prepare_data_script(tmp_path):
     r = subprocess.run([sys.executable, "scripts/prepare_data.py", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path/"train.jsonl").stat().st_size > 0
+
+def test_memory_says_whether_the_recipe_fits_and_what_to_change():
+    "The planner from the config alone (nbs/06c_memory.ipynb): the recipe's longest batch on an 8 GB card, and on a 16 GB one."
+    r = wronai("memory", "--config", "configs/default.yaml", "--gpu-mb", "8192")
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert "does NOT fit" in r.stdout and "data.max_seq_length: 1024" in r.stdout, r.stdout
+    r = wronai("memory", "--config", "configs/default.yaml", "--gpu-mb", "16000")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert "and fits" in r.stdout and "42,033,152 trainable parameters" in r.stdout, r.stdout
+
+@pytest.mark.parametrize("args,named", [(["--gpu-mb", "0"], "--gpu-mb"), (["--set", "training.gradient_checkpointing=sometimes"], "training.gradient_checkpointing")])
+def test_memory_refuses_bad_input(args, named):
+    r = wronai("memory", "--config", "configs/default.yaml", *args)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert named in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+@pytest.mark.parametrize("args,named", [(["--steps", "0"], "--steps"), (["--steps", "3", "--warmup", "3"], "warm-up steps"),
+                                        (["--set", "training.gradient_accumulation_steps=4"], "gradient_accumulation_steps")])
+def test_bench_refuses_bad_input_before_any_run(args, named):
+    r = wronai("bench", *args)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert named in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -133,6 +133,50 @@ def _add_train(sub):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.learning_rate=1e-4")
     p.set_defaults(func=_train)
 
+# %% ../nbs/09_cli.ipynb #468fe5a7
+def _memory(args):
+    "Print the memory plan of a config; exit 0 when it fits the limit, 3 when it does not, 2 bad input."
+    cfg = load_config(args.config, args.set)
+    from wronai.memory import available_mib, checkpointing, need_mib, plan, report
+    from wronai.models import pick_device
+    device = args.device or ("cuda" if args.gpu_mb or cfg.hardware.max_gpu_memory_mb else pick_device(cfg.hardware.device))
+    limit = args.gpu_mb or available_mib(cfg, device)
+    print(report(cfg, device, limit))
+    on, _ = checkpointing(cfg, device, limit)
+    return 0 if need_mib(plan(cfg, device, checkpointing=on)) <= limit else 3
+
+def _add_memory(sub):
+    "Register `wronai memory`."
+    p = sub.add_parser("memory", help="predict a config's peak training memory and whether it fits (see nbs/06c_memory.ipynb)")
+    p.add_argument("--config", required=True, help="path to a YAML config, e.g. configs/default.yaml")
+    p.add_argument("--gpu-mb", type=_positive, default=None, help="the GPU's memory in MiB (default: hardware.max_gpu_memory_mb, else this machine's)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                   help="plan for this device (default: cuda when a GPU limit is given or configured, else this machine's device)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. data.max_seq_length=1024")
+    p.set_defaults(func=_memory)
+
+# %% ../nbs/09_cli.ipynb #84743006
+def _bench(args):
+    "wronai's trainer against TRL's on the same work; exit 0 done, 2 bad input, 1 when a run fails."
+    import importlib.util
+    if importlib.util.find_spec("trl") is None: return _fail("wronai bench runs TRL's SFTTrainer beside wronai's: pip install 'trl>=1.16,<2'", 2)
+    from wronai.bench import bench, table
+    try: res = bench(args.config, args.steps, args.warmup, args.set, args.json)
+    except RuntimeError as e: return _fail(str(e), 1)
+    print(table(res))
+    if args.json: print(f"written to {args.json}")
+    return 0
+
+def _add_bench(sub):
+    "Register `wronai bench`."
+    p = sub.add_parser("bench", help="wronai's trainer and TRL's SFTTrainer side by side: tokens/s, padding, memory, loss, MFU (see nbs/06d_bench.ipynb)")
+    p.add_argument("--config", default="configs/quick_test.yaml", help="the work both trainers do (default: configs/quick_test.yaml)")
+    p.add_argument("--steps", type=_positive, default=30, help="optimizer steps of each trainer (default 30)")
+    p.add_argument("--warmup", type=_positive, default=3, help="first steps left out of the timing (default 3)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key for both, e.g. training.per_device_train_batch_size=4")
+    p.set_defaults(func=_bench)
+
 # %% ../nbs/09_cli.ipynb #9c04a95d
 def _eval(args):
     "Evaluate base versus tuned; exit 0 done, 2 bad input."
@@ -278,6 +322,8 @@ def parser():
     _add_config(sub)
     _add_data(sub)
     _add_train(sub)
+    _add_memory(sub)
+    _add_bench(sub)
     _add_eval(sub)
     _add_chat(sub)
     _add_serve(sub)
