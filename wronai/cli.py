@@ -137,13 +137,13 @@ def _add_train(sub):
 def _memory(args):
     "Print the memory plan of a config; exit 0 when it fits the limit, 3 when it does not, 2 bad input."
     cfg = load_config(args.config, args.set)
-    from wronai.memory import available_mib, checkpointing, need_mib, plan, report
+    from wronai.memory import available_mib, checkpointing, model_config, need_mib, plan, report
     from wronai.models import pick_device
     device = args.device or ("cuda" if args.gpu_mb or cfg.hardware.max_gpu_memory_mb else pick_device(cfg.hardware.device))
-    limit = args.gpu_mb or available_mib(cfg, device)
-    print(report(cfg, device, limit))
-    on, _ = checkpointing(cfg, device, limit)
-    return 0 if need_mib(plan(cfg, device, checkpointing=on)) <= limit else 3
+    limit, mcfg = args.gpu_mb or available_mib(cfg, device), model_config(cfg)      # config.json read once for all three
+    print(report(cfg, device, limit, mcfg))
+    on, _ = checkpointing(cfg, device, limit, mcfg)
+    return 0 if need_mib(plan(cfg, device, checkpointing=on, mcfg=mcfg)) <= limit else 3
 
 def _add_memory(sub):
     "Register `wronai memory`."

@@ -43,8 +43,8 @@ def load_tokenizer(name, revision=None, trust_remote_code=False, cache=None, **k
     "The tokenizer of `name`: `packaged:mistral-7b-v0.1`, another `packaged:` model, a local directory or a hub id."
     from transformers import AutoTokenizer
     if name == "packaged:mistral-7b-v0.1": return mistral_tokenizer(cache)
-    if str(name).startswith("packaged:") and packaged_ready(resolve_model(name).ref, cache) is None:
-        g = PACKAGED[resolve_model(name).ref].gguf_path()                          # not converted yet: read the GGUF's tokenizer alone,
+    if str(name).startswith("packaged:") and packaged_ready(key := resolve_model(name).ref, cache) is None:
+        g = PACKAGED[key].gguf_path()                                              # not converted yet: read the GGUF's tokenizer alone,
         return _check_vocab(AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name, **kwargs), name)   # no model loads for it
     path = name if Path(name).expanduser().is_dir() else model_path(name, cache)   # a tokenizer directory needs no config.json
     try: tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
