@@ -42,11 +42,14 @@ KNOWN = {"mistralai/Mistral-7B-v0.1": ("transformers", "MistralConfig")}       #
 def model_config(cfg, cache=None):
     "The base model's transformers config (config.json alone, no weights): `KNOWN`, the packaged models, a folder, or the hub."
     from transformers import AutoConfig
-    from wronai.models import hub_hint, model_path
+    from wronai.models import PACKAGED, hub_hint, model_path, packaged_ready, resolve_model
     name = cfg.model.name
     if name in KNOWN and cfg.model.revision is None:
         mod, cls = KNOWN[name]
         return getattr(importlib.import_module(mod), cls)()
+    if name.startswith("packaged:") and packaged_ready(key := resolve_model(name).ref, cache) is None:
+        g = PACKAGED[key].gguf_path()                                           # not converted yet: the GGUF's header alone, no weights load
+        return AutoConfig.from_pretrained(g.parent, gguf_file=g.name)
     try: return AutoConfig.from_pretrained(model_path(name, cache), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e: raise hub_hint(name, e) from e
 
