@@ -162,17 +162,10 @@ def train_small(small, work, tiny):
 def _finite(x): return x == x and abs(x) != float("inf")
 
 
-class _StepTimer:
-    "Seconds of each optimizer step, synchronised with the GPU (a TrainerCallback)."
-    def __init__(self): self.times = []
-    def __getattr__(self, name): return lambda *a, **k: None            # every other callback event: nothing
-    def on_step_begin(self, *a, **k): _sync(); self._t = time.perf_counter()
-    def on_step_end(self, *a, **k): _sync(); self.times.append(time.perf_counter() - self._t)
-
-
 def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     "Reference-recipe training steps on a random Mistral-7B-shaped model: load, then peak memory and speed for each plan."
     from transformers import MistralConfig
+    from wronai.bench import StepTimes
     from wronai.config import load_config
     from wronai.data import pad_collator
     from wronai.lora import add_lora, trainable_report
@@ -214,7 +207,7 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
             g = torch.Generator().manual_seed(seq * bs)
             data = [{"input_ids": ids, "attention_mask": [1] * seq, "labels": ids, "kind": "text"}
                     for ids in torch.randint(100, 32000 if not tiny else 1000, (bs * steps, seq), generator=g).tolist()]
-            timer = _StepTimer()
+            timer = StepTimes()
             trainer = WronaiTrainer(model=model, args=args, train_dataset=data, data_collator=pad_collator(tok), processing_class=tok,
                                     callbacks=[timer])
             if cuda: torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()

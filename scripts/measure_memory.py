@@ -10,27 +10,11 @@ the imports, before the model loaded: what the run adds to the Python runtime. g
 64 KiB and more to the system (MALLOC_MMAP_THRESHOLD_), so the figure is what the tensors hold; with glibc's moving
 threshold a CPU process holds more (--mmap-threshold ''). On CUDA it is `torch.cuda.max_memory_allocated()`.
 """
-import argparse, ctypes, dataclasses, json, os, platform, subprocess, sys, threading, time
+import argparse, ctypes, dataclasses, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = "128x8,256x8,256x2,256x8:ckpt,512x4:ckpt,512x2"   # sequence length x batch size, `:ckpt` with gradient checkpointing
-
-
-def _status(key):
-    "A line of /proc/self/status in MiB (VmRSS, VmHWM)."
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"): return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
-class AnonPeak:
-    "Highest anonymous resident memory (RssAnon, MiB) seen by a thread that reads it every millisecond; file pages (the mmapped weights) are left out."
-    def __init__(self): self.peak, self._stop = _status("RssAnon"), threading.Event()
-    def _run(self):
-        while not self._stop.wait(0.001): self.peak = max(self.peak, _status("RssAnon"))
-    def __enter__(self): self._t = threading.Thread(target=self._run, daemon=True); self._t.start(); return self
-    def __exit__(self, *exc): self._stop.set(); self._t.join()
 
 
 def one(config, seq, batch, ckpt, steps, overrides):
@@ -42,6 +26,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
     from wronai.lora import add_lora
     from wronai.quant import load_quantized
     from wronai.runs import WronaiTrainer
+    from wronai.bench import PeakMemory, _anon
     from wronai.tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
     from wronai.train import training_arguments
     cfg = load_config(config, [*overrides, f"training.per_device_train_batch_size={batch}", "training.gradient_accumulation_steps=1",
@@ -49,7 +34,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
                                f"data.max_seq_length={seq}", "monitoring.report_to=[]"])
     cuda = torch.cuda.is_available()
     tok = prepare_tokenizer(cfg)
-    rss0 = _status("RssAnon")
+    rss0 = _anon()
     model = load_quantized(cfg)
     model = add_lora(model, cfg, token_indices(model, resize_with_piece_mean(model, tok)))
     args, _, _ = training_arguments(cfg, "/tmp/wronai-measure-memory", max_steps=steps)
@@ -59,13 +44,13 @@ def one(config, seq, batch, ckpt, steps, overrides):
             for ids in torch.randint(100, len(tok) - 20, (batch * steps, seq), generator=g).tolist()]
     trainer = WronaiTrainer(model=model, args=args, train_dataset=data, data_collator=pad_collator(tok), processing_class=tok)
     ctypes.CDLL("libc.so.6").malloc_trim(0)                                         # hand what loading freed back to the system
-    rss1 = _status("RssAnon")
-    if cuda: torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    rss1 = _anon()
+    if cuda: torch.cuda.empty_cache()                                             # PeakMemory resets the peak
     t = time.time()
-    with AnonPeak() as peak: trainer.train()
+    with PeakMemory("cuda" if cuda else "cpu") as peak: trainer.train()
     r = {"seq": seq, "batch": batch, "checkpointing": ckpt, "steps": steps, "seconds": round(time.time() - t, 1),
          "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
-    if cuda: r["measured_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if cuda: r["measured_mib"] = round(peak.peak, 1)
     else:
         r.update(runtime_anon_mib=round(rss0, 1), ready_anon_mib=round(rss1, 1), peak_anon_mib=round(peak.peak, 1), measured_mib=round(peak.peak - rss0, 1),
                  malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"))

@@ -11,12 +11,12 @@ import json, subprocess, sys, tempfile, threading, time
 from dataclasses import replace
 from pathlib import Path
 
-from .memory import linear_widths, shape_of
+from .memory import shape_of
 
 # %% ../nbs/06d_bench.ipynb #cb7898df
 def step_flops(s, targets, r, lengths, head_tokens, checkpointing):
     "Model FLOPs of one LoRA step on a frozen base of `Shape` `s`: sequences of `lengths` real tokens, `head_tokens` positions through the output layer."
-    w = linear_widths(s)
+    w = s.widths
     base = sum(i * o for i, o in w.values())                                    # all seven projections, frozen
     lora = sum(r * (i + o) for t, (i, o) in w.items() if t in targets)
     N, T2 = sum(lengths), sum(n * n for n in lengths)
@@ -130,7 +130,7 @@ def run_one(kind, cfg, steps=30, warmup=3):
     with PeakMemory(device) as peak: trainer.train()
     base = s.model.get_base_model()
     sh, ckpt = shape_of(base.config), bool(getattr(base, "is_activation_checkpointing", False))
-    targets = list(linear_widths(sh)) if cfg.lora.target_modules == "all-linear" else cfg.lora.target_modules
+    targets = list(sh.widths) if cfg.lora.target_modules == "all-linear" else cfg.lora.target_modules
     batches, timed = counter.batches[:len(timer.times)], range(warmup, len(timer.times))   # one batch per step: no accumulation here
     real, secs = sum(sum(batches[i]["lengths"]) for i in timed), sum(timer.times[i] for i in timed)
     head = [b["scored"] if kind == "wronai" else sum(b["lengths"]) for b in batches]       # wronai: scored positions; TRL: every real one
