@@ -2,10 +2,10 @@
 PY ?= python
 # test, benchmark and outputs use packaged models and built data only, so the Hugging Face libraries are told to stay
 # offline. train is left alone: `make train CONFIG=configs/default.yaml` downloads Mistral-7B from the hub.
-test test-slow benchmark benchmark-full bench outputs: export HF_HUB_OFFLINE ?= 1
-test test-slow benchmark benchmark-full bench outputs: export HF_DATASETS_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench profile outputs: export HF_HUB_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench profile outputs: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-slow train benchmark benchmark-full bench clean-nbs outputs
+.PHONY: install test test-slow train benchmark benchmark-full bench profile clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -27,6 +27,10 @@ train: install  ## the main job: `make train` (quick_test on the packaged model,
 bench: install  ## wronai's trainer against TRL's SFTTrainer on the quick_test work, 30 steps each (about 10 minutes on 2 cores), then the README's table
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" bench --config configs/quick_test.yaml --steps 30 --json benchmarks/bench_cpu.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
+
+profile: install  ## where a wronai training step's time goes on this CPU, and the loss curves of torch's dropout against CpuDropout (about 10 minutes on 2 cores; 06d_bench shows the file)
+	$(PY) scripts/profile_cpu.py --json benchmarks/profile_cpu.json
+	$(PY) scripts/execute_nbs.py nbs/06d_bench.ipynb && $(MAKE) clean-nbs
 
 benchmark: install  ## train quick_test into runs/benchmark (and once more on the drills alone), evaluate, time generation, and regenerate the README's Benchmarks from the JSON
 	rm -rf runs/benchmark runs/benchmark_drills

@@ -84,3 +84,18 @@ def test_bench_refuses_bad_input_before_any_run(args, named):
     r = wronai("bench", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert named in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+def test_profile_script_runs_compare_only_in_their_dropout():
+    "scripts/profile_cpu.py's runs (nbs/06d_bench.ipynb, `make profile`), a few steps each: the same batches, and only peft's dropout draws bernoulli_ masks."
+    import json, sys
+    small = ["--steps", "3", "--warmup", "1", "--profile", "1", "--set", "training.per_device_train_batch_size=2",
+             "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8"]
+    runs = {}
+    for name in ("torch", "cpu"):
+        r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--one", name, *small], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    t, c = runs["torch"], runs["cpu"]
+    assert t["lengths"] == c["lengths"] and len(t["lengths"]) == 3 and t["timed_steps"] == c["timed_steps"] == 1
+    assert "aten::bernoulli_" in t["profile"] and "aten::bernoulli_" not in c["profile"] and "aten::random_" in c["profile"], (t["profile"], c["profile"])
+    assert t["losses"][:2] == c["losses"][:2]      # the adapters' B starts at 0 and the first step's rate is 0: the masks change nothing yet

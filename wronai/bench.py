@@ -104,34 +104,60 @@ def _trl_trainer(s, args_w, steps, out, callbacks):
                   save_strategy="no", eval_strategy="no")
     return SFTTrainer(model=s.model, args=a, train_dataset=ds, processing_class=s.tokenizer, callbacks=callbacks)
 
-def run_one(kind, cfg, steps=30, warmup=3):
-    "Train `steps` steps of `cfg` with wronai's trainer or TRL's (`kind`) in this process; what `bench` reports of the run."
+class _Reseed:
+    "A TrainerCallback that seeds torch's generator as the first step begins, after the sampler drew the batch order: runs alike up to their dropout masks (scripts/profile_cpu.py)."
+    def __init__(self, seed): self.seed = seed
+    def __getattr__(self, name): return lambda *a, **k: None
+    def on_step_begin(self, args, state, control, **k):
+        import torch
+        if state.global_step == 0: torch.manual_seed(self.seed)
+
+class _Profile:
+    "A TrainerCallback that runs torch's profiler over the steps from `first` (counted from 0) to the end; `ops()`: each operator's own seconds per profiled step."
+    def __init__(self, first): self.first, self.prof, self.n = first, None, 0
+    def __getattr__(self, name): return lambda *a, **k: None
+    def on_step_begin(self, args, state, control, **k):
+        import torch
+        if state.global_step == self.first: self.prof = torch.profiler.profile(); self.prof.__enter__()
+        if self.prof is not None: self.n += 1
+    def on_train_end(self, *a, **k):
+        if self.prof is not None: self.prof.__exit__(None, None, None)
+    def ops(self):
+        return {e.key: e.self_cpu_time_total / 1e6 / self.n for e in self.prof.key_averages() if e.self_cpu_time_total > 0}
+
+def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=None, profile=0):
+    """Train `steps` steps of `cfg` with wronai's trainer or TRL's (`kind`) in this process; what `bench` reports of the run.
+    `torch_dropout`: wronai's adapters keep peft's `nn.Dropout` instead of `CpuDropout` (TRL's always do); `dropout_seed`: seed torch as the first step begins;
+    `profile`: run torch's profiler over the last `profile` steps (untimed) and report each operator's seconds per step."""
     from transformers import set_seed
     from wronai.models import pick_device
     from wronai.runs import WronaiTrainer
+    from wronai.lora import cpu_dropout
     from wronai.train import lean_cpu_malloc, setup, training_arguments
     import trl                                                                  # noqa: F401 (both processes start from the same imports)
     device = pick_device(cfg.hardware.device)
     runtime = _anon()
     set_seed(cfg.training.seed)
     s = setup(cfg, trainable_rows=False)
+    if torch_dropout or kind == "trl": cpu_dropout(s.model, on=False)          # TRL gets peft's model as peft makes it: nn.Dropout
     out = Path(tempfile.mkdtemp(prefix=f"wronai-bench-{kind}-"))
     args, _, _ = training_arguments(cfg, out, max_steps=steps, device=device)
     args = replace(args, eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1)
-    timer = StepTimes()
+    timer, prof = StepTimes(), _Profile(steps - profile) if profile else None
+    extra = [c for c in (_Reseed(dropout_seed) if dropout_seed is not None else None, prof) if c is not None]
     if kind == "wronai":
         if device == "cpu": lean_cpu_malloc()                                   # as `wronai train` does on a CPU
         counter = CountingCollator(s.collator)
-        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, data_collator=counter, processing_class=s.tokenizer, callbacks=[timer])
+        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, data_collator=counter, processing_class=s.tokenizer, callbacks=[timer, *extra])
     elif kind == "trl":
-        trainer = _trl_trainer(s, args, steps, out, [timer])
+        trainer = _trl_trainer(s, args, steps, out, [timer, *extra])
         counter = trainer.data_collator = CountingCollator(trainer.data_collator)
     else: raise ValueError(f"unknown trainer {kind!r}; wronai or trl")
     with PeakMemory(device) as peak: trainer.train()
     base = s.model.get_base_model()
     sh, ckpt = shape_of(base.config), bool(getattr(base, "is_activation_checkpointing", False))
     targets = list(sh.widths) if cfg.lora.target_modules == "all-linear" else cfg.lora.target_modules
-    batches, timed = counter.batches[:len(timer.times)], range(warmup, len(timer.times))   # one batch per step: no accumulation here
+    batches, timed = counter.batches[:len(timer.times)], range(warmup, len(timer.times) - profile)   # one batch per step: no accumulation here
     real, secs = sum(sum(batches[i]["lengths"]) for i in timed), sum(timer.times[i] for i in timed)
     head = [b["scored"] if kind == "wronai" else sum(b["lengths"]) for b in batches]       # wronai: scored positions; TRL: every real one
     flops = sum(step_flops(sh, targets, cfg.lora.r, batches[i]["lengths"], head[i], ckpt) for i in timed)
@@ -139,7 +165,7 @@ def run_one(kind, cfg, steps=30, warmup=3):
     return {"real_tokens_per_s": real / secs, "real_token_share": real / sum(batches[i]["padded"] for i in timed),
             "peak_memory_mb": mem, "final_loss": sum(timer.losses[-5:]) / len(timer.losses[-5:]), "flops_per_s": flops / secs,
             "checkpointing": ckpt, "steps": len(timer.times), "timed_steps": len(timed), "seconds": secs, "real_tokens": real,
-            "losses": timer.losses}
+            "losses": timer.losses, "lengths": [b["lengths"] for b in batches], **({"profile": prof.ops()} if prof else {})}
 
 # %% ../nbs/06d_bench.ipynb #b50dff23
 def _child(argv=None):

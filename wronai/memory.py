@@ -61,7 +61,7 @@ def layer_bytes(s, targets, r, cuda, autocast16=None, dropout=True):
     am = 2 if (cuda if autocast16 is None else autocast16) else 4               # what a matmul gives: 16-bit under autocast, else fp32
     w = s.widths
     norms = 2 * 4 * (s.hidden + 1)                                              # each RMSNorm keeps its fp32 input and its scale
-    per_in = (1 + am if cuda else 8) if dropout else am                         # dropout: mask + 16-bit copy (CUDA); float noise + output (CPU)
+    per_in = 1 + am if dropout else am                                          # dropout: a bool mask, and lora_A's copy of the output
     lora = sum(per_in * w[t][0] + am * r for t in targets if t in w)            # ... and lora_B keeps lora_A's rank-r output
     mlp = 3 * 4 * s.intermediate                                                # gate and up outputs (fp32), SiLU's output
     attn = am * (2 * s.q + 2 * s.kv) + 4 * s.heads                              # q, k, v, output, log-sum-exp per head

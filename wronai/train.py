@@ -157,7 +157,7 @@ def _has_run(out):
 def lean_cpu_malloc(threshold=4 * 2**20):
     "glibc only: give allocations of `threshold` bytes and more their own mappings, returned to the system when freed; True when set."
     # glibc's default raises this threshold up to 32 MiB as blocks are freed, then serves activations from its heap and keeps
-    # what they leave: a quick_test step with checkpointing held 5.5 GB resident for 1.5 GB of tensors, 2.2 GB with 4 MiB,
+    # what they leave: a quick_test step with checkpointing held 5.5 GB resident for 1.5 GB of tensors, under 3 GB with 4 MiB,
     # for about a tenth of the speed (06d_bench); lower thresholds cost speed in page faults (1 MiB: half the speed)
     if not sys.platform.startswith("linux"): return False
     try: libc = ctypes.CDLL("libc.so.6")
