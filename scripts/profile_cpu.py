@@ -29,6 +29,9 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--one", help=argparse.SUPPRESS)                                 # a run's name: run it in this process
     a = ap.parse_args(argv)
+    if a.warmup < 0 or a.profile < 1 or a.steps <= a.warmup + a.profile:
+        ap.error(f"--steps ({a.steps}) must be more than --warmup ({a.warmup}) plus --profile ({a.profile}), with --warmup at least 0 "
+                 "and --profile at least 1: the timed steps come between them")
     from wronai.bench import BENCH_SETTINGS
     sets = [*BENCH_SETTINGS, *a.set]
     if a.one:

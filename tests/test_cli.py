@@ -99,3 +99,8 @@ def test_profile_script_runs_compare_only_in_their_dropout():
     assert t["lengths"] == c["lengths"] and len(t["lengths"]) == 3 and t["timed_steps"] == c["timed_steps"] == 1
     assert "aten::bernoulli_" in t["profile"] and "aten::bernoulli_" not in c["profile"] and "aten::random_" in c["profile"], (t["profile"], c["profile"])
     assert t["losses"][:2] == c["losses"][:2]      # the adapters' B starts at 0 and the first step's rate is 0: the masks change nothing yet
+
+def test_profile_script_refuses_steps_that_leave_nothing_to_time():
+    import sys
+    r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--steps", "4", "--warmup", "3", "--profile", "1"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "--steps (4) must be more than --warmup (3) plus --profile (1)" in r.stderr and "Traceback" not in r.stderr, r.stderr

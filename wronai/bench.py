@@ -76,10 +76,13 @@ class CountingCollator:
         self.batches.append({"lengths": mask.sum(1).tolist(), "padded": mask.numel(), "scored": int((labels[:, 1:] != -100).sum())})
         return b
 
-class StepTimes:
+class _Callback:
+    "A TrainerCallback that does nothing at every event it does not define."
+    def __getattr__(self, name): return lambda *a, **k: None
+
+class StepTimes(_Callback):
     "A TrainerCallback that times each optimizer step (synchronised with the GPU) and keeps each logged loss."
     def __init__(self): self.times, self.losses = [], []
-    def __getattr__(self, name): return lambda *a, **k: None                   # every other callback event: nothing
     def _sync(self):
         import torch
         if torch.cuda.is_available(): torch.cuda.synchronize()
@@ -104,18 +107,16 @@ def _trl_trainer(s, args_w, steps, out, callbacks):
                   save_strategy="no", eval_strategy="no")
     return SFTTrainer(model=s.model, args=a, train_dataset=ds, processing_class=s.tokenizer, callbacks=callbacks)
 
-class _Reseed:
+class _Reseed(_Callback):
     "A TrainerCallback that seeds torch's generator as the first step begins, after the sampler drew the batch order: runs alike up to their dropout masks (scripts/profile_cpu.py)."
     def __init__(self, seed): self.seed = seed
-    def __getattr__(self, name): return lambda *a, **k: None
     def on_step_begin(self, args, state, control, **k):
         import torch
         if state.global_step == 0: torch.manual_seed(self.seed)
 
-class _Profile:
+class _Profile(_Callback):
     "A TrainerCallback that runs torch's profiler over the steps from `first` (counted from 0) to the end; `ops()`: each operator's own seconds per profiled step."
     def __init__(self, first): self.first, self.prof, self.n = first, None, 0
-    def __getattr__(self, name): return lambda *a, **k: None
     def on_step_begin(self, args, state, control, **k):
         import torch
         if state.global_step == self.first: self.prof = torch.profiler.profile(); self.prof.__enter__()
@@ -144,7 +145,7 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     args, _, _ = training_arguments(cfg, out, max_steps=steps, device=device)
     args = replace(args, eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1)
     timer, prof = StepTimes(), _Profile(steps - profile) if profile else None
-    extra = [c for c in (_Reseed(dropout_seed) if dropout_seed is not None else None, prof) if c is not None]
+    extra = ([_Reseed(dropout_seed)] if dropout_seed is not None else []) + ([prof] if prof else [])
     if kind == "wronai":
         if device == "cpu": lean_cpu_malloc()                                   # as `wronai train` does on a CPU
         counter = CountingCollator(s.collator)
