@@ -5,7 +5,7 @@ PY ?= python
 test test-slow benchmark benchmark-full bench profile outputs: export HF_HUB_OFFLINE ?= 1
 test test-slow benchmark benchmark-full bench profile outputs: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-slow train benchmark benchmark-full bench profile clean-nbs outputs
+.PHONY: install test test-slow test-gpu train benchmark benchmark-full bench profile clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -19,6 +19,9 @@ test: install  ## every notebook and test; one shared quick_test run serves all 
 
 test-slow: install  ## the notebooks with their `#| slow` cells too (the full-length trainings a student runs)
 	WRONAI_TEST_FLAGS=slow $(PY) -m pytest tests/test_notebooks.py
+
+test-gpu:  ## on a CUDA machine, after `make install`: every notebook with its `#| gpu` cells, in bf16 and in a T4's fp16, and `pytest -m gpu`; writes benchmarks/notebooks_cuda.json (under 8 minutes on an H100/H200)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/test_gpu.py --json benchmarks/notebooks_cuda.json
 
 CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`

@@ -2,8 +2,14 @@
 
 Cells flagged with a settings.ini `tst_flags` flag (`#| slow`, `#| gpu`) are skipped unless the flag
 is listed in $WRONAI_TEST_FLAGS (comma-separated); `gpu` cells run by themselves where CUDA is available.
+On a CPU the notebook runs under `_device_check.DeviceCheck` (set WRONAI_DEVICE_CHECK=0 to run it without): a tensor
+made on the default device that meets a model's tensors fails as it would on a CUDA runtime.
+
+For scripts/test_gpu.py: $WRONAI_GPU_CAPABILITY ("7.5") makes torch report that compute capability, so wronai picks
+what it picks on such a card (a T4: float16) while the real card's kernels run; $WRONAI_RESULT_JSON gets the outcome,
+the seconds, the GPU, the precision wronai chose and the peak allocated GPU memory.
 """
-import os, sys
+import json, os, sys
 from pathlib import Path
 
 from nbdev.config import get_config
@@ -11,9 +17,22 @@ from nbdev.test import test_nb
 
 flags = set(get_config().tst_flags.split())             # split as nbdev_test splits them
 forced = {f.strip() for f in os.environ.get("WRONAI_TEST_FLAGS", "").split(",") if f.strip()}
-if "gpu" in flags:
-    import torch
-    if torch.cuda.is_available(): forced.add("gpu")
+import torch
+cuda = torch.cuda.is_available()
+if "gpu" in flags and cuda: forced.add("gpu")
+if os.environ.get("WRONAI_GPU_CAPABILITY") and cuda:
+    cap = tuple(int(x) for x in os.environ["WRONAI_GPU_CAPABILITY"].split("."))
+    torch.cuda.get_device_capability = lambda device=None: cap
+if os.environ.get("WRONAI_DEVICE_CHECK", "1") != "0" and not cuda:
+    from _device_check import DeviceCheck
+    DeviceCheck().__enter__()                               # for the whole run: the notebook's cells execute in this thread
 ok, secs = test_nb(Path(sys.argv[1]), skip_flags=sorted(flags - forced), showerr=True)
 print(f"{Path(sys.argv[1]).name}: {'ok' if ok else 'FAILED'} in {secs:.1f} s (skipped flags: {sorted(flags - forced)})")
+if os.environ.get("WRONAI_RESULT_JSON"):
+    from wronai.models import pick_dtype
+    dev = "cuda" if cuda else "cpu"
+    res = {"passed": bool(ok), "notebook_seconds": round(secs, 1), "device": dev, "dtype": str(pick_dtype("auto", dev)[0]).removeprefix("torch.")}
+    if cuda: res.update(gpu=torch.cuda.get_device_name(), capability_seen=list(torch.cuda.get_device_capability()),
+                        peak_allocated_mib=round(torch.cuda.max_memory_allocated() / 2**20))
+    Path(os.environ["WRONAI_RESULT_JSON"]).write_text(json.dumps(res))
 sys.exit(0 if ok else 1)

@@ -26,6 +26,7 @@ WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "quick_run: needs the session's shared quick_test run (tests/conftest.py)")
+    config.addinivalue_line("markers", "gpu: needs CUDA; `make test-gpu` runs these (pytest -m gpu)")
 
 class Shared:
     "The main job and its evaluation, run one after the other in a background thread."

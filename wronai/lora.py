@@ -18,8 +18,9 @@ class LoRALinear(nn.Module):
     def __init__(self, base, r=16, alpha=32, dropout=0.0, rslora=False):
         super().__init__()
         self.base = base.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))            # (r, k)
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))           # (d, r): zero, so the start equals the base
+        dev = next(base.parameters()).device                                    # the adapter lives where its base does
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=dev))           # (r, k), fp32
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev))          # (d, r): zero, so the start equals the base
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))                   # what nn.Linear does
         self.scaling = alpha / (math.sqrt(r) if rslora else r)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -53,7 +54,7 @@ class CpuDropout(nn.Dropout):
     "`nn.Dropout` whose CPU mask comes from the 32-bit halves of torch's random 64-bit words: drop probability within 2⁻³³ of `p`, at a fraction of `bernoulli_`'s cost. Off the CPU, and in eval mode, it is `nn.Dropout`."
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == "cpu"): return super().forward(x)
-        words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64).random_(-2**63, None)   # every bit uniform: the whole int64 range
+        words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device).random_(-2**63, None)   # every bit uniform: the whole int64 range
         u = words.view(torch.int32)[:x.numel()].view(x.shape)                                # one uniform 32-bit integer per element
         keep = u >= -2**31 + round(self.p * 2**32)                                           # P(drop) = round(p * 2^32) / 2^32
         return (x * keep).mul_(1 / (1 - self.p))                                          # in place: autograd keeps `keep`, not this

@@ -35,8 +35,8 @@ def _blocks(x, blocksize):
 
 def quantize_nf4(w, blocksize=64, levels=None):
     "`(packed, absmax)`: `w` as NF4 codes packed two per byte (first in the high nibble) and one fp32 absmax per block."
-    levels = nf4_levels() if levels is None else levels
     x = w.detach().float().flatten()
+    levels = (nf4_levels() if levels is None else levels).to(x.device)              # the levels go where the weights are
     if x.numel() % 2: raise ValueError(f"NF4 packs two values per byte; got an odd number of values ({x.numel()})")
     blocks = _blocks(x, blocksize)                                                 # (n_blocks, blocksize)
     absmax = blocks.abs().max(1).values                                            # (n_blocks,)
@@ -47,7 +47,7 @@ def quantize_nf4(w, blocksize=64, levels=None):
 
 def dequantize_nf4(packed, absmax, shape, blocksize=64, levels=None):
     "Weights of `shape` back from NF4 `packed` codes and per-block `absmax`."
-    levels = nf4_levels() if levels is None else levels
+    levels = (nf4_levels() if levels is None else levels).to(packed.device)
     codes = torch.stack([packed >> 4, packed & 15], -1).flatten().long()            # (numel,) high nibble first
     n = math.prod(shape)
     vals = _blocks(levels[codes], blocksize) * absmax[:, None]
@@ -57,7 +57,7 @@ def dequantize_nf4(packed, absmax, shape, blocksize=64, levels=None):
 def double_quantize(absmax, code, blocksize=256):
     "`(codes, absmax2, offset)`: block absmax values as 8-bit codes of `code` (256 values) in blocks of `blocksize`."
     offset = absmax.mean()
-    x = absmax - offset
+    x, code = absmax - offset, code.to(absmax.device)
     blocks = _blocks(x, blocksize)                                                 # (n_blocks2, blocksize)
     absmax2 = blocks.abs().max(1).values
     codes = ((blocks / absmax2[:, None])[..., None] - code).abs().argmin(-1).flatten()[:x.numel()]
@@ -65,7 +65,7 @@ def double_quantize(absmax, code, blocksize=256):
 
 def double_dequantize(codes, absmax2, offset, code, blocksize=256):
     "Block absmax values back from their 8-bit codes."
-    n = codes.numel()
+    n, code = codes.numel(), code.to(codes.device)
     vals = _blocks(code[codes.long()], blocksize) * absmax2[:, None]
     return vals.flatten()[:n] + offset
 
