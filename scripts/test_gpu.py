@@ -28,7 +28,7 @@ def parse(argv):
     p.add_argument("--json", default="benchmarks/notebooks_cuda.json", help="where the results go")
     p.add_argument("--only", default="", help="comma-separated notebook names (stems, e.g. 03_quantization,04_lora) or .ipynb paths")
     p.add_argument("--precisions", default="bf16,fp16", help=f"comma-separated, from {sorted(PRECISIONS)}")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: a quarter of the cores, 1 to 6)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: half the cores, 1 to 8)")
     p.add_argument("--budget", type=float, default=450, help="seconds; what has not started by then is not run")
     p.add_argument("--quick-run", default=None, help="a finished quick_test run to use instead of training one")
     p.add_argument("--no-pytest", action="store_true", help="skip `pytest -m gpu`")
@@ -101,7 +101,7 @@ def main(argv=None):
         print(f"shared quick_test run: {'ok' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s", flush=True)
         if r.returncode != 0: report["quick_run"]["error"] = (r.stdout + r.stderr)[-3000:]
     if quick: env["WRONAI_QUICK_RUN"] = quick
-    jobs = a.jobs or max(1, min(6, (os.cpu_count() or 2) // 4))
+    jobs = a.jobs or max(1, min(8, (os.cpu_count() or 2) // 2))
     env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // jobs))
     work = [(nb, p) for p in a.precisions for nb in a.notebooks]
 

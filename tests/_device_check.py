@@ -17,9 +17,11 @@ without a word.
 
 An operation that takes both (a host tensor with at least one dimension, as CUDA accepts CPU scalars) raises the
 error CUDA would raise, naming the line that made the host tensor; so does `param.data = host_tensor` on a model
-parameter. `.to(device)`, `.cuda()` and `.cpu()` clear the mark (on this CPU `.to(model.device)` moves nothing, but on
-CUDA it would); indexing a model tensor with a host index and copying a host tensor into a model tensor are allowed,
-as on CUDA. `.numpy()` of a model tensor raises, as it does for a CUDA tensor: a reference computation calls `.cpu()`.
+parameter. `.to(model.device)`, `.cuda()` and `.cpu()` clear the mark (on this CPU they move nothing, but on CUDA they
+would), while `.to(x.device)` or `.to(x)` of a host x keeps it; indexing a model tensor with a host index and copying
+a host tensor into a model tensor are allowed, as on CUDA. `.numpy()` of a model tensor raises, as it does for a CUDA
+tensor: a reference computation calls `.cpu()` first. `model.generate(...)` has its inputs checked and then runs
+transformers' own loop unwatched: that loop is CUDA-tested, and watching it costs about a third of its time.
 
 The check is a teacher's tool, not a proof: a tensor that never meets the other kind in a torch call goes unseen, and
 a cell that keeps a model on the CPU on purpose says so with `device="cpu"` on what it makes.
@@ -29,12 +31,12 @@ import os, sys, traceback
 import torch
 from torch.overrides import TorchFunctionMode
 
-HOST, MODEL = "host", "model"
+HOST, MODEL, NONE = "host", "model", (None, None)
 FACTORIES = {torch.randn, torch.rand, torch.randint, torch.zeros, torch.ones, torch.empty, torch.full, torch.tensor,
              torch.as_tensor, torch.arange, torch.linspace, torch.randperm, torch.eye, torch.from_numpy}
 MOVES = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu}
 ALLOWED = {torch.Tensor.copy_, torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_select,
-           torch.Tensor.data_ptr, torch.Tensor.__repr__, torch.Tensor.__format__, torch.equal}   # CUDA takes a CPU index
+           torch.Tensor.data_ptr, torch.Tensor.__repr__, torch.Tensor.__format__}   # CUDA takes a CPU index or source
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # wronai, its scripts and tests
 TOKENIZERS = os.sep + "tokenization_utils"                                 # transformers' BatchEncoding.convert_to_tensors
 CELLS = "<ipython-input-"                                                     # IPython's name for a cell's code
@@ -47,7 +49,7 @@ _HOST_DEVICES = {}                                  # id(torch.device) -> (devic
 def _device_kind(d):
     "A device object read off a host tensor (`x.device` of a host x) makes host tensors too."
     hit = _HOST_DEVICES.get(id(d))
-    return hit[1] if hit is not None and hit[0] is d else (None, None)
+    return hit[1] if hit is not None and hit[0] is d else NONE
 
 
 class DeviceError(RuntimeError):
@@ -76,29 +78,34 @@ def _user_frame():
     return None
 
 
-def _tensors(args, kwargs):
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, torch.Tensor): yield a
-        elif isinstance(a, (list, tuple)):
-            for b in a:
-                if isinstance(b, torch.Tensor): yield b
+_PARAM_TYPES = {}                                   # type -> is it a Parameter type (isinstance goes through Python here)
+
+
+def _is_param(t):
+    tp = type(t)
+    r = _PARAM_TYPES.get(tp)
+    if r is None: r = _PARAM_TYPES[tp] = issubclass(tp, torch.nn.Parameter)
+    return r
 
 
 def _kind(t):
     "A parameter is the model's unless it was made from a host tensor and never moved."
-    k = getattr(t, "_wronai_kind", (None, None))
-    return (MODEL, None) if isinstance(t, torch.nn.Parameter) and k[0] is None else k
+    k = getattr(t, "_wronai_kind", NONE)
+    return (MODEL, None) if k[0] is None and _is_param(t) else k
 
 
 def _mark(out, kind, params=False):
-    if isinstance(out, torch.Tensor) and (params or not isinstance(out, torch.nn.Parameter)):
-        try: out._wronai_kind = kind
-        except Exception: pass
+    if isinstance(out, torch.Tensor):
+        if params or not _is_param(out):
+            if kind[0] is None and getattr(out, "_wronai_kind", NONE)[0] is None: return   # nothing to mark or to clear
+            try: out._wronai_kind = kind
+            except Exception: pass
     elif isinstance(out, (list, tuple)):
         for o in out: _mark(o, kind, params)
 
 
 _DATA = torch._C.TensorBase.data
+_DATA_SET = _DATA.__set__
 
 
 def _get_data(self): return _DATA.__get__(self)
@@ -107,7 +114,7 @@ def _get_data(self): return _DATA.__get__(self)
 def _set_data(self, new):
     "`param.data = t` (what `module.to(device)` does) gives the parameter t's mark."
     _DATA.__set__(self, new)
-    _mark(self, getattr(new, "_wronai_kind", (None, None)), params=True)
+    _mark(self, getattr(new, "_wronai_kind", NONE), params=True)
 
 
 def _target_kind(func, args, kwargs):
@@ -130,7 +137,7 @@ class DeviceCheck(TorchFunctionMode):
         P, new = torch.nn.Parameter, torch.nn.Parameter.__new__
         def param_new(cls, data=None, requires_grad=True):
             p = new(cls, data, requires_grad)
-            _mark(p, getattr(data, "_wronai_kind", (None, None)), params=True)
+            _mark(p, getattr(data, "_wronai_kind", NONE), params=True)
             return p
         M, module_to = torch.nn.Module, torch.nn.Module.to
         def to(mod, *args, **kwargs):                       # Module.to parses its device anew: follow a host device by hand
@@ -139,8 +146,17 @@ class DeviceCheck(TorchFunctionMode):
             if kind[0] == HOST:
                 for t in [*mod.parameters(), *mod.buffers()]: _mark(t, kind, params=True)
             return out
-        self._undo = [(P, "__new__", P.__dict__["__new__"]), (P, "data", P.__dict__.get("data")), (M, "to", module_to)]
-        P.__new__, P.data, M.to = param_new, property(_get_data, _set_data), to
+        from transformers.generation.utils import GenerationMixin
+        G, generate = GenerationMixin, GenerationMixin.generate
+        def checked_generate(model, *args, **kwargs):       # its inputs checked, then transformers' own (CUDA-tested) loop
+            params = next(model.parameters(), None)
+            for t in [*args, *kwargs.values()]:
+                if isinstance(t, torch.Tensor) and params is not None: self._check(None, (t, params), {}, name="generate")
+            if torch.overrides._get_current_function_mode() is not self: return generate(model, *args, **kwargs)
+            with torch.overrides._pop_mode_temporarily(): return generate(model, *args, **kwargs)
+        self._undo = [(P, "__new__", P.__dict__["__new__"]), (P, "data", P.__dict__.get("data")), (M, "to", module_to),
+                      (G, "generate", generate)]
+        P.__new__, P.data, M.to, G.generate = param_new, property(_get_data, _set_data), to, checked_generate
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -167,28 +183,35 @@ class DeviceCheck(TorchFunctionMode):
             out = func(*args, **kwargs)
             _mark(out, _target_kind(func, args, kwargs), params=True)
             return out
-        if func == _DATA.__set__:                               # param.data = t: on CUDA the parameter moves to t's device
+        if func == _DATA_SET:                               # param.data = t: on CUDA the parameter moves to t's device
             kp, kn = _kind(args[0]), _kind(args[1])
             same = args[0].numel() and args[1].numel() and args[0].data_ptr() == args[1].data_ptr()   # its own data again
             if kp[0] == MODEL and kn[0] == HOST and args[1].dim() > 0 and not same:
                 self._fail(f"a model parameter is given the data of a tensor made without device= at {kn[1]}, in "
                            f"{_caller()}: on CUDA the parameter would move to the cpu and the next forward fail")
             return func(*args, **kwargs)
-        host = model = None
-        for t in _tensors(args, kwargs):
-            k, where = _kind(t)
-            if k == MODEL: model = (k, where)
-            elif k == HOST and t.dim() > 0 and host is None: host = (k, where)
-        if func is torch.Tensor.numpy and model is not None:
-            self._fail(f"can't convert a model tensor (cuda on a GPU) to numpy: call .cpu() first, in {_caller()}")
-        if host and model and func not in ALLOWED:
-            self._fail(f"Expected all tensors to be on the same device: {getattr(func, '__name__', func)} in {_caller()} "
-                       f"mixes the model's tensors with a tensor made without device= at {host[1]} (on CUDA the model's "
-                       f"tensors are on cuda and that one on cpu; move it with .to(model.device))")
+        host, model = self._check(func, args, kwargs)
         out = func(*args, **kwargs)
         if model: _mark(out, model)
         elif host: _mark(out, host)
         return out
+
+    def _check(self, func, args, kwargs, name=None):
+        "Raise where `func` mixes a host tensor with a model's; else the marks `(host, model)` its inputs carry."
+        host = model = None
+        for a in (*args, *kwargs.values()) if kwargs else args:
+            for t in (a if type(a) in (list, tuple) else (a,)):
+                if not isinstance(t, torch.Tensor): continue
+                k = _kind(t)
+                if k[0] is MODEL: model = k
+                elif k[0] is HOST and host is None and t.dim() > 0: host = k
+        if func is torch.Tensor.numpy and model is not None:
+            self._fail(f"can't convert a model tensor (cuda on a GPU) to numpy: call .cpu() first, in {_caller()}")
+        if host and model and func not in ALLOWED:
+            self._fail(f"Expected all tensors to be on the same device: {name or getattr(func, '__name__', func)} in {_caller()} "
+                       f"mixes the model's tensors with a tensor made without device= at {host[1]} (on CUDA the model's "
+                       f"tensors are on cuda and that one on cpu; move it with .to(model.device))")
+        return host, model
 
     def _fail(self, msg):
         self.errors.append(msg)

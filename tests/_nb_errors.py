@@ -10,6 +10,7 @@ from execnb.nbio import read_nb
 from execnb.shell import CaptureShell
 from _device_check import DeviceCheck
 
+os.environ["IN_TEST"] = "1"                                         # as nbdev's test_nb sets it: test-sized demos
 nb = read_nb(Path(sys.argv[1]))
 os.chdir(Path(sys.argv[1]).parent)                                  # as nbdev's test_nb runs it
 shell = CaptureShell(path=Path(sys.argv[1]).parent)

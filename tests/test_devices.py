@@ -116,3 +116,13 @@ def test_the_gpu_script_writes_a_row_per_notebook_and_precision(tmp_path):
     bad_arg = subprocess.run([sys.executable, "scripts/test_gpu.py", "--cpu", "--precisions", "fp8"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert bad_arg.returncode == 2 and "--precisions" in bad_arg.stderr, bad_arg.stderr
+
+
+def test_generate_checks_its_inputs():
+    "`model.generate` runs transformers' own loop unwatched (it is CUDA-tested and the watch costs a third of its time), but its inputs are checked."
+    from wronai.models import tiny_mistral
+    m = tiny_mistral(vocab_size=100).to("cpu")                   # placed, as load_model places a model
+    with DeviceCheck():
+        with pytest.raises(DeviceError, match="generate"): m.generate(torch.randint(0, 100, (1, 4)), max_new_tokens=2, do_sample=False)
+        out = m.generate(torch.randint(0, 100, (1, 4)).to(m.device), max_new_tokens=2, do_sample=False)
+    assert out.shape == (1, 6)

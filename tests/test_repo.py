@@ -128,3 +128,20 @@ def test_the_saved_outputs_check_can_fail(tmp_path):
     (tmp_path/"x.ipynb").write_text(json.dumps(nb))
     found = " ".join(saved_flaws(tmp_path/"x.ipynb"))
     for what in ("deprecation warning", "temporary folder", "progress bar", "widget saved", "KB (at most 100)"): assert what in found, (what, found)
+
+def readme_rendering_problems(text):
+    "Lines of README text that render wrong: a heading right after a sentence that ends with a colon (the table or list it promised is missing), or a table row with text after its last cell."
+    lines, out, fenced = text.splitlines(), [], False
+    for i, line in enumerate(lines):
+        if line.startswith("```"): fenced = not fenced
+        if fenced: continue
+        if line.startswith("|") and not line.rstrip().endswith("|"): out.append(f"line {i + 1}: table row with trailing text: {line[-60:]!r}")
+        if line.startswith("#"):
+            prev = next((l for l in reversed(lines[:i]) if l.strip()), "")
+            if prev.rstrip().endswith(":"): out.append(f"line {i + 1}: heading {line!r} right after {prev[-60:]!r}")
+    return out
+
+def test_readme_renders_its_tables_and_sections():
+    assert readme_rendering_problems((ROOT/"README.md").read_text(encoding="utf-8")) == []
+    broken = "Its run on a GPU (`x.json`):\n\n## Troubleshooting\n\n| a | b |\n|---|---|\n| 1 | 2 | CPU: glued on.\n"
+    assert len(readme_rendering_problems(broken)) == 2                 # the check is able to fail, on both mistakes
