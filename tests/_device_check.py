@@ -11,8 +11,8 @@ without a word.
   from a notebook cell or a file of this repository, directly or through a library's constructor or tokenizer (so a
   tokenizer's ids and the weights of a model built in code, like `tiny_mistral()`, count); made with `device=x.device`
   of a host x; and everything computed from them alone;
-- *model* tensors: parameters that were loaded or placed (`from_pretrained`, `.to(device)`), and everything computed
-  from them. A parameter made from a host tensor (`nn.Parameter(torch.empty(...))`, `nn.Linear(...)` in a cell) is a
+- *model* tensors: parameters that were placed (`.to(device)`, `from_pretrained(..., device_map=...)`), and everything
+  computed from them; `from_pretrained` without a `device_map` loads onto the CPU on any runtime, a host model. A parameter made from a host tensor (`nn.Parameter(torch.empty(...))`, `nn.Linear(...)` in a cell) is a
   host tensor until it is moved.
 
 An operation that takes both (a host tensor with at least one dimension, as CUDA accepts CPU scalars) raises the
@@ -76,6 +76,14 @@ def _user_frame():
         building = building or f.f_code.co_name == "__init__" or TOKENIZERS in name
         f = f.f_back
     return None
+
+
+def _origin():
+    "`file:line` of the innermost notebook cell or repository file on the stack."
+    for fr in reversed(traceback.extract_stack()):
+        if (fr.filename.startswith(REPO) or fr.filename.startswith(CELLS)) and not fr.filename.endswith("_device_check.py"):
+            return f"{'cell' if fr.filename.startswith(CELLS) else os.path.basename(fr.filename)}:{fr.lineno}"
+    return "?"
 
 
 _PARAM_TYPES = {}                                   # type -> is it a Parameter type (isinstance goes through Python here)
@@ -154,9 +162,17 @@ class DeviceCheck(TorchFunctionMode):
                 if isinstance(t, torch.Tensor) and params is not None: self._check(None, (t, params), {}, name="generate")
             if torch.overrides._get_current_function_mode() is not self: return generate(model, *args, **kwargs)
             with torch.overrides._pop_mode_temporarily(): return generate(model, *args, **kwargs)
+        from transformers import PreTrainedModel as PM
+        loader = PM.__dict__["from_pretrained"]
+        def from_pretrained(cls, *args, **kwargs):          # no device_map: transformers loads onto the CPU, a host model
+            model = loader.__func__(cls, *args, **kwargs)
+            if kwargs.get("device_map") is None:
+                for t in [*model.parameters(), *model.buffers()]: _mark(t, (HOST, _origin()), params=True)
+            return model
         self._undo = [(P, "__new__", P.__dict__["__new__"]), (P, "data", P.__dict__.get("data")), (M, "to", module_to),
-                      (G, "generate", generate)]
+                      (G, "generate", generate), (PM, "from_pretrained", loader)]
         P.__new__, P.data, M.to, G.generate = param_new, property(_get_data, _set_data), to, checked_generate
+        PM.from_pretrained = classmethod(from_pretrained)
         return super().__enter__()
 
     def __exit__(self, *exc):

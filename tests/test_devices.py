@@ -126,3 +126,14 @@ def test_generate_checks_its_inputs():
         with pytest.raises(DeviceError, match="generate"): m.generate(torch.randint(0, 100, (1, 4)), max_new_tokens=2, do_sample=False)
         out = m.generate(torch.randint(0, 100, (1, 4)).to(m.device), max_new_tokens=2, do_sample=False)
     assert out.shape == (1, 6)
+
+
+def test_from_pretrained_without_a_device_map_loads_a_host_model(tmp_path):
+    "transformers loads onto the CPU unless told otherwise, on a GPU runtime too: host tensors agree with such a model."
+    from transformers import AutoModelForCausalLM
+    from wronai.models import tiny_mistral
+    tiny_mistral(vocab_size=100).save_pretrained(tmp_path)
+    with DeviceCheck():
+        AutoModelForCausalLM.from_pretrained(tmp_path)(torch.randint(0, 100, (1, 4)))
+        placed = AutoModelForCausalLM.from_pretrained(tmp_path, device_map="cpu")
+        with pytest.raises(DeviceError): placed(torch.randint(0, 100, (1, 4)))
