@@ -137,3 +137,18 @@ def test_from_pretrained_without_a_device_map_loads_a_host_model(tmp_path):
         AutoModelForCausalLM.from_pretrained(tmp_path)(torch.randint(0, 100, (1, 4)))
         placed = AutoModelForCausalLM.from_pretrained(tmp_path, device_map="cpu")
         with pytest.raises(DeviceError): placed(torch.randint(0, 100, (1, 4)))
+
+
+def test_teaching_code_follows_its_input_onto_the_meta_device():
+    "torch's meta device: no memory, no values, and elementwise ops refuse a CPU partner, as CUDA does."
+    from wronai.lora import LoRALinear
+    from wronai.quant import dequantize_nf4, double_dequantize, double_quantize, quantize_nf4
+    lora = LoRALinear(nn.Linear(64, 32, device="meta"), r=4)
+    assert {p.device.type for p in lora.parameters()} == {"meta"}
+    assert lora(torch.randn(2, 64, device="meta")).device.type == "meta"
+    w = torch.randn(32, 64, device="meta")
+    packed, absmax = quantize_nf4(w)
+    assert dequantize_nf4(packed, absmax, w.shape).device.type == "meta"
+    code = torch.linspace(-1, 1, 256)                             # bitsandbytes' code lives on the CPU
+    assert double_dequantize(*double_quantize(absmax, code), code).device.type == "meta"
+    with pytest.raises(RuntimeError, match="device"): torch.randn(3, device="meta") - torch.randn(3)   # what makes this test able to fail
