@@ -8,11 +8,11 @@
    - `fp16`: with `torch.cuda.get_device_capability()` answering (7, 5), a T4's, so that wronai picks float16 as it
      does on Colab's free GPU; the kernels are still the real card's.
    Notebooks run `--jobs` at a time (each its own process; the GPU has room for several).
-3. `pytest -m gpu`: the tests that need CUDA (tests/test_gpu.py).
+3. `pytest -m gpu`: the tests that need CUDA (tests/test_devices.py: CUDA fails what the CPU check fails).
 
 The JSON has one row per notebook and run (`bf16`, `fp16`): passed, seconds, the GPU, the compute dtype wronai chose
-there (`dtype`) and the process's peak allocated GPU memory. Whatever did not run within `--budget` seconds is recorded as not run, so the
-command fits one short run on a borrowed GPU machine. On a machine without CUDA it says so and exits 2, unless
+there (`dtype`) and the process's peak allocated GPU memory. Whatever did not start within `--budget` seconds is
+recorded as not run, so the command fits one short run on a borrowed GPU machine. On a machine without CUDA it says so and exits 2, unless
 `--cpu` is given, which runs the same plumbing on the CPU (precision float32) to test this script.
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time

@@ -12,8 +12,9 @@ without a word.
   tokenizer's ids and the weights of a model built in code, like `tiny_mistral()`, count); made with `device=x.device`
   of a host x; and everything computed from them alone;
 - *model* tensors: parameters that were placed (`.to(device)`, `from_pretrained(..., device_map=...)`), and everything
-  computed from them; `from_pretrained` without a `device_map` loads onto the CPU on any runtime, a host model. A parameter made from a host tensor (`nn.Parameter(torch.empty(...))`, `nn.Linear(...)` in a cell) is a
-  host tensor until it is moved.
+  computed from them. `from_pretrained` without a `device_map` loads onto the CPU on any runtime: a host model. A
+  parameter made from a host tensor (`nn.Parameter(torch.empty(...))`, `nn.Linear(...)` in a cell) is a host tensor
+  until it is moved.
 
 An operation that takes both (a host tensor with at least one dimension, as CUDA accepts CPU scalars) raises the
 error CUDA would raise, naming the line that made the host tensor; so does `param.data = host_tensor` on a model
@@ -56,6 +57,18 @@ class DeviceError(RuntimeError):
     "What CUDA would have raised."
 
 
+def _where(filename, lineno):
+    "`cell:N` for a notebook cell's line, else `file.py:N`."
+    return f"{'cell' if filename.startswith(CELLS) else os.path.basename(filename)}:{lineno}"
+
+
+def _innermost(keep):
+    "`_where` of the innermost frame on the stack, outside this file, whose file name `keep` accepts."
+    for fr in reversed(traceback.extract_stack()):
+        if keep(fr.filename) and not fr.filename.endswith("_device_check.py"): return _where(fr.filename, fr.lineno)
+    return "?"
+
+
 def _user_frame():
     """`file:line` of the notebook cell or repository file that made this tensor without a device, or None.
 
@@ -71,7 +84,7 @@ def _user_frame():
             f = f.f_back; continue
         if name.startswith(REPO) or name.startswith(CELLS):
             if library and not building: return None
-            return f"{'cell' if name.startswith(CELLS) else os.path.basename(name)}:{f.f_lineno}"
+            return _where(name, f.f_lineno)
         library = True
         building = building or f.f_code.co_name == "__init__" or TOKENIZERS in name
         f = f.f_back
@@ -80,10 +93,7 @@ def _user_frame():
 
 def _origin():
     "`file:line` of the innermost notebook cell or repository file on the stack."
-    for fr in reversed(traceback.extract_stack()):
-        if (fr.filename.startswith(REPO) or fr.filename.startswith(CELLS)) and not fr.filename.endswith("_device_check.py"):
-            return f"{'cell' if fr.filename.startswith(CELLS) else os.path.basename(fr.filename)}:{fr.lineno}"
-    return "?"
+    return _innermost(lambda name: name.startswith(REPO) or name.startswith(CELLS))
 
 
 _PARAM_TYPES = {}                                   # type -> is it a Parameter type (isinstance goes through Python here)
@@ -127,7 +137,7 @@ def _set_data(self, new):
 
 def _target_kind(func, args, kwargs):
     "The mark of what `.to(...)`, `.cuda()` or `.cpu()` returns: placed, unless it goes to a host tensor or device."
-    if func is not torch.Tensor.to: return None, None
+    if func is not torch.Tensor.to: return NONE
     like = kwargs.get("other", next((a for a in args[1:] if isinstance(a, torch.Tensor)), None))
     if like is not None: return _kind(like)                                    # .to(other): other's device
     dev = kwargs.get("device", next((a for a in args[1:] if isinstance(a, (str, torch.device, int))), None))
@@ -136,10 +146,6 @@ def _target_kind(func, args, kwargs):
 
 class DeviceCheck(TorchFunctionMode):
     "Raise, on a CPU, where a tensor made on the default device meets a model's tensors (module docstring)."
-    def __init__(self):
-        super().__init__()
-        self.errors = []
-
     def __enter__(self):
         "Also follow marks into parameters: `nn.Parameter(t)` and `param.data = t` take t's mark, `module.to(d)` d's."
         P, new = torch.nn.Parameter, torch.nn.Parameter.__new__
@@ -167,7 +173,8 @@ class DeviceCheck(TorchFunctionMode):
         def from_pretrained(cls, *args, **kwargs):          # no device_map: transformers loads onto the CPU, a host model
             model = loader.__func__(cls, *args, **kwargs)
             if kwargs.get("device_map") is None:
-                for t in [*model.parameters(), *model.buffers()]: _mark(t, (HOST, _origin()), params=True)
+                kind = (HOST, _origin())
+                for t in [*model.parameters(), *model.buffers()]: _mark(t, kind, params=True)
             return model
         self._undo = [(P, "__new__", P.__dict__["__new__"]), (P, "data", P.__dict__.get("data")), (M, "to", module_to),
                       (G, "generate", generate), (PM, "from_pretrained", loader)]
@@ -230,13 +237,9 @@ class DeviceCheck(TorchFunctionMode):
         return host, model
 
     def _fail(self, msg):
-        self.errors.append(msg)
         raise DeviceError(f"[wronai device check] {msg}")
 
 
 def _caller():
     "The innermost frame outside torch: where the mixing call was made."
-    for fr in reversed(traceback.extract_stack()):
-        if "torch" + os.sep not in fr.filename and not fr.filename.endswith("_device_check.py"):
-            return f"{'cell' if fr.filename.startswith(CELLS) else os.path.basename(fr.filename)}:{fr.lineno}"
-    return "?"
+    return _innermost(lambda name: "torch" + os.sep not in name)
