@@ -79,6 +79,7 @@ def chat(adapter, *args, stdin=None):
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
+@pytest.mark.xdist_group("chat")                         # chat_answers is computed in the worker that runs test_serve.py too
 def test_chat_one_question_and_piped_lines_agree(quick_test, chat_answers):
     one, two = chat_answers["formal"], chat_answers["informal"]                # `--prompt Q1`, `--prompt Q2 --register informal` (conftest.py)
     assert one.strip() and two.strip()

@@ -12,6 +12,7 @@ from conftest import CHAT_TOKENS, Q1, Q2
 ROOT = Path(__file__).resolve().parent.parent
 WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
 KEY = "test-key-123"
+pytestmark = pytest.mark.xdist_group("chat")            # one server, and chat_answers, per session: in one xdist worker
 
 @pytest.fixture(scope="module")
 def server(quick_run, tmp_path_factory):

@@ -51,6 +51,7 @@ def clean(tmp_path_factory):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, r
 
+@pytest.mark.xdist_group("clean")                        # the clean run is made once, in one xdist worker
 def test_train_saves_adapter_tokenizer_config_card_and_logs(clean):
     out, r = clean
     files = {p.name for p in out.iterdir()}
@@ -67,6 +68,7 @@ def test_train_saves_adapter_tokenizer_config_card_and_logs(clean):
     assert len([p for p in out.glob("checkpoint-*")]) == 2                 # save_total_limit
     assert all(checkpoint_ok(p) for p in out.glob("checkpoint-*"))
 
+@pytest.mark.xdist_group("clean")                        # the clean run is made once, in one xdist worker
 def test_existing_run_is_not_overwritten(clean):
     out, _ = clean
     before = (out/"adapter_model.safetensors").stat().st_mtime_ns
@@ -75,6 +77,7 @@ def test_existing_run_is_not_overwritten(clean):
     assert "Traceback" not in r.stderr
     assert (out/"adapter_model.safetensors").stat().st_mtime_ns == before
 
+@pytest.mark.xdist_group("clean")                        # the clean run is made once, in one xdist worker
 def test_kill_and_resume_reaches_the_same_adapter(clean, tmp_path):
     out = tmp_path/"run"
     p = start(cmd(out), tmp_path/"log1")
@@ -112,6 +115,7 @@ json.dump({"steps": seen, "real_kernel": _has_fused()}, open(sys.argv[1], "w"))
 sys.exit(code)
 """
 
+@pytest.mark.xdist_group("clean")                        # the clean run is made once, in one xdist worker
 def test_packing_cpus_train_the_same_adapter(clean, tmp_path):
     "On a CPU with AVX512-BF16 bitsandbytes packs 4-bit weights at the first eval pass, and training through them loses gradients."
     out, probe = tmp_path/"run", tmp_path/"probe.json"
