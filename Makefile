@@ -15,13 +15,14 @@ install:
 	$(PY) -m pip install -e ".[dev]"
 
 # pytest-xdist workers for make test: two on the 2-core machines the times in the README were measured on, each with
-# cores/workers OpenMP threads (tests/conftest.py); `make test TEST_JOBS=0` runs everything in one process
+# cores/workers OpenMP threads (tests/conftest.py); `make test TEST_JOBS=0` runs everything in one process. Collection order
+# is kept (--no-loadscope-reorder): the tests that wait for the shared quick_test run come last, not first
 TEST_JOBS ?= 2
 test: install  ## every notebook and test, in TEST_JOBS processes; one shared quick_test run serves all that need an adapter (tests/conftest.py)
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 test-slow: install  ## the notebooks with their `#| slow` cells too (the full-length trainings a student runs)
-	WRONAI_TEST_FLAGS=slow $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup tests/test_notebooks.py
+	WRONAI_TEST_FLAGS=slow $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder tests/test_notebooks.py
 
 test-gpu:  ## on a CUDA machine, after `make install`: every notebook with its `#| gpu` cells, in bf16 and in a T4's fp16, and `pytest -m gpu`; writes benchmarks/notebooks_cuda.json (under 8 minutes on an H100/H200)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/test_gpu.py --json benchmarks/notebooks_cuda.json

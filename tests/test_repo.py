@@ -95,6 +95,30 @@ def test_a_notebook_opened_on_colab_clones_installs_and_finds_the_course(tmp_pat
     cwd, root = (tmp_path/"probe").read_text().splitlines()
     assert (Path(cwd), Path(root)) == (clone/"nbs", clone), (cwd, root)       # it works in the clone, not beside the download
 
+# Why one Colab test suffices for every lesson (#33): the setup cell above is the same text in every lesson notebook
+# (scripts/colab_cells.py --check, test_every_lesson_has_its_colab_badge_and_setup_cell), and after it every notebook
+# works in the clone's nbs/ folder, where test_notebooks.py runs them all. The one setup that differs by notebook is
+# `quick_run()`: in the tests $WRONAI_QUICK_RUN hands it the shared run, while a student on Colab has none, so it trains
+# the main job into the clone's runs/quick_test first. That branch is checked here, with `train` recorded, not run.
+def test_quick_run_trains_the_main_job_where_a_student_has_no_run(tmp_path, monkeypatch):
+    import wronai.train as wt
+    calls = []
+    def fake_train(cfg, output_dir):
+        calls.append((cfg.model.name, cfg.training.max_steps, Path(output_dir)))
+        for f in ("adapter_config.json", "train_results.json"): (Path(output_dir)/f).write_text("{}")
+    monkeypatch.delenv("WRONAI_QUICK_RUN", raising=False)
+    monkeypatch.setattr(wt, "train", fake_train)
+    monkeypatch.setattr(wt, "repo_path", lambda p: tmp_path/p)              # the clone's runs/quick_test
+    (tmp_path/"runs"/"quick_test").mkdir(parents=True)
+    from wronai.config import load_config
+    quick = load_config(ROOT/"configs"/"quick_test.yaml")
+    monkeypatch.setattr(wt, "load_config", lambda p: (calls.append(Path(p)), quick)[1])
+    assert wt.quick_run() == tmp_path/"runs"/"quick_test"
+    assert calls == [tmp_path/"configs"/"quick_test.yaml", (quick.model.name, quick.training.max_steps, tmp_path/"runs"/"quick_test")]
+    assert wt.quick_run() == tmp_path/"runs"/"quick_test" and len(calls) == 2  # a finished run is reused, not trained again
+    monkeypatch.setenv("WRONAI_QUICK_RUN", str(tmp_path/"runs"/"quick_test"))
+    assert wt.quick_run() == tmp_path/"runs"/"quick_test" and len(calls) == 2
+
 def test_the_output_cleaner_can_find_what_it_removes():
     sys.path.insert(0, str(ROOT/"scripts"))
     from execute_nbs import clean_text
