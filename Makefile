@@ -39,13 +39,13 @@ profile: install  ## where a wronai training step's time goes on this CPU, and t
 	$(PY) scripts/profile_cpu.py --json benchmarks/profile_cpu.json
 	$(PY) scripts/execute_nbs.py nbs/06d_bench.ipynb && $(MAKE) clean-nbs
 
-benchmark: install  ## train quick_test into runs/benchmark (and once more on the drills alone), evaluate, time generation, and regenerate the README's Benchmarks from the JSON
+benchmark: install  ## train quick_test into runs/benchmark (and once more on the drills alone), evaluate on the whole polish-instruct test split (the prose tasks on a seeded sample of 200), time generation, and regenerate the README's Benchmarks from the JSON
 	rm -rf runs/benchmark runs/benchmark_drills
 	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark
-	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu.json
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu.json --set evaluation.max_examples=null
 	@# the same run without plain text (data.text_ratio=0): the forgetting that 07_eval shows beside the cure
 	$(PY) scripts/train.py --config configs/quick_test.yaml --output-dir runs/benchmark_drills --set data.text_ratio=0
-	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark_drills --json benchmarks/quick_test_cpu_drills_only.json
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark_drills --json benchmarks/quick_test_cpu_drills_only.json --set evaluation.max_examples=null
 	$(PY) -c "import json; r = json.load(open('runs/benchmark/train_results.json')); r.pop('log_history'); json.dump(r, open('benchmarks/quick_test_cpu_train.json', 'w'), indent=1)"
 	@# diacritics restoration and next sentences on held-out documents (polish-prose-tasks), beside the ogonki package
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/quick_test.yaml --adapter runs/benchmark --json benchmarks/quick_test_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]" --set evaluation.max_new_tokens=48
@@ -57,7 +57,7 @@ benchmark-full: install  ## a run that learns: one epoch of configs/$(FULL).yaml
 	rm -rf runs/$(FULL)
 	$(PY) scripts/train.py --config configs/$(FULL).yaml --output-dir runs/$(FULL)
 	$(PY) -c "import json; r = json.load(open('runs/$(FULL)/train_results.json')); json.dump(r, open('benchmarks/$(FULL)_cpu_train.json', 'w'), indent=1)"
-	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/$(FULL).yaml --adapter runs/$(FULL) --json benchmarks/$(FULL)_cpu.json
+	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/$(FULL).yaml --adapter runs/$(FULL) --json benchmarks/$(FULL)_cpu.json --set evaluation.max_examples=null
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" eval --config configs/$(FULL).yaml --adapter runs/$(FULL) --json benchmarks/$(FULL)_cpu_prose_tasks.json --set "evaluation.benchmark_sets=[polish-prose-tasks-test]"
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 

@@ -35,16 +35,34 @@ def test_loss_halves_on_held_out_answers_and_training_loss_falls(quick_test):
     assert {"loss_text", "loss_odmiana", "loss_zwroty"} <= logged, logged
 
 def test_tuned_beats_base_in_the_eval_report(quick_test, quick_eval):
-    "`wronai eval --config configs/quick_test.yaml --adapter RUN --json F`, run by conftest.py in the background."
+    "`wronai eval --config configs/quick_test.yaml --adapter RUN --json F`, run by conftest.py in the background: better only where the paired interval says so."
     rep = quick_eval
     assert isinstance(rep["base"]["perplexity"], float) and isinstance(rep["tuned"]["perplexity"], float)
-    assert rep["tuned"]["perplexity"] < rep["base"]["perplexity"]
-    fams = [f for f in rep["tuned"]["exact_match"] if f != "all"]
-    better = [f for f in fams if rep["tuned"]["exact_match"][f] > rep["base"]["exact_match"][f]]
-    assert len(better) >= 3, rep["base"]["exact_match"] | {"tuned": rep["tuned"]["exact_match"]}
+    d = rep["difference"]["tuned-base"]
+    assert d["ci95"]["perplexity"][1] < 0, d["ci95"]["perplexity"]                     # lower perplexity, the whole interval
+    assert d["ci95"]["exact_match"]["all"][0] > 0, d["ci95"]["exact_match"]             # more exact answers, the whole interval
     reg = rep["tuned"]["register"]                                                     # zwroty: the register tag changes the answer
-    assert reg["items"] > 0 and 0 <= reg["asked"] <= 1 and 0 <= reg["other"] <= 1, reg
+    assert rep["tuned"]["n"]["register"]["asked"] > 0 and 0 <= reg["asked"] <= 1 and 0 <= reg["other"] <= 1, reg
     assert (quick_test/"eval.png").exists()
+
+def test_eval_report_has_intervals_a_fair_baseline_and_floors(quick_eval):
+    "#34: on the test split, every figure with its 95% interval and n, the base asked in its own chat template beside it, and each task's floors."
+    rep = quick_eval
+    assert rep["benchmark_sets"] == ["polish-instruct-test"] and rep["bootstrap"]["resamples"] >= 1000
+    def leaves(d, path=()):
+        for k, v in d.items():
+            if isinstance(v, dict): yield from leaves(v, path + (k,))
+            else: yield path + (k,), v
+    def at(d, path):
+        for k in path: d = d[k]
+        return d
+    for side in ("base", "base_own_prompt", "tuned"):
+        figures = {p: v for p, v in leaves({k: v for k, v in rep[side].items() if k not in ("samples", "answers", "ci95", "n")})}
+        assert figures and all(len(at(rep[side]["ci95"], p)) == 2 for p in figures if p != ("diacritics", "references")), side
+        assert at(rep[side]["n"], ("exact_match", "all")) == rep["examples"]
+    assert rep["base_prompt"] == "chat_template" and "perplexity" in rep["base_own_prompt"]
+    assert {"copy", "majority"} <= set(rep["floors"]) and set(rep["floors"]["copy"]["exact_match"]) == set(rep["tuned"]["exact_match"])
+    assert "tuned-base_own_prompt" in rep["difference"] and "perplexity" not in rep["difference"]["tuned-base_own_prompt"]["value"]
 
 def test_eval_scores_held_out_prose_for_base_and_tuned(quick_eval):
     "prose_perplexity: held-out documents of polish-prose, never trained on, scored with no extra flag (forgetting shows here)."

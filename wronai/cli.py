@@ -41,15 +41,16 @@ def _data_build(args):
     prose = build_prose(args.prose_out, seed=args.seed)
     for pkg, v in prose["sources"].items():
         if "skipped" in v: print(f"polish-prose {pkg:<26} skipped: {v['skipped']}")
-        else: print(f"polish-prose {pkg:<26} {v['train']['words']:>7} words train  {v['heldout']['words']:>6} held out")
-    print(f"polish-prose {'total':<26} {prose['train']['words']:>7} words train  {prose['heldout']['words']:>6} held out  -> "
+        else: print(f"polish-prose {pkg:<26} {v['train']['words']:>7} words train  {v['validation']['words']:>6} validation  {v['heldout']['words']:>6} held out")
+    print(f"polish-prose {'total':<26} {prose['train']['words']:>7} words train  {prose['validation']['words']:>6} validation  {prose['heldout']['words']:>6} held out  -> "
           f"{args.prose_out or 'the wronai cache (datasets/polish-prose)'}")
-    for fam, v in prose["tasks"].items(): print(f"polish-prose-tasks {fam:<20} {v['train_examples']:>6} train  {v['test_examples']:>4} test")
+    for fam, v in prose["tasks"].items():
+        print(f"polish-prose-tasks {fam:<20} {v['train_examples']:>6} train  {v['validation_examples']:>4} validation  {v['test_examples']:>4} test")
     out = args.out
     stats = build(out, seed=args.seed)
     for fam, v in stats["families"].items():
-        print(f"{fam:<24} {v['train_examples']:>6} train  {v['test_examples']:>4} test  ({v['rejected_unknown_words']} rejected: unknown words)")
-    print(f"{'total':<24} {stats['train_examples']:>6} train  {stats['test_examples']:>4} test  -> {out or 'the wronai cache (datasets/polish-instruct)'}")
+        print(f"{fam:<24} {v['train_examples']:>6} train  {v['validation_examples']:>4} validation  {v['test_examples']:>4} test  ({v['rejected_unknown_words']} rejected: unknown words)")
+    print(f"{'total':<24} {stats['train_examples']:>6} train  {stats['validation_examples']:>4} validation  {stats['test_examples']:>4} test  -> {out or 'the wronai cache (datasets/polish-instruct)'}")
     return 0
 
 def _data_check(args):

@@ -214,7 +214,7 @@ class DataArgs(_Section):
     dataset_name: str = "polish-instruct"  # built offline by `wronai data build`; or a JSONL/JSON/CSV/Parquet file, a saved dataset dir, a hub name
     dataset_config: str | None = None  # hub dataset configuration name
     train_split: str = "train"  # split to train on
-    eval_split: str = "validation"  # split to evaluate on, when the dataset has one
+    eval_split: str = "validation"  # split to evaluate on while training, when the dataset has one; never "test", which only `wronai eval` reads
     validation_size: float = 0.1  # share held out for evaluation when there is no eval_split, in (0, 1)
     seed: int = 42  # seed of the train/validation split
     max_seq_length: int = 2048  # longer examples are skipped and reported: cutting them would cut off the answer
@@ -240,6 +240,10 @@ class DataArgs(_Section):
         for k in ("max_examples", "max_eval_examples"):
             if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
         if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
+        if self.eval_split == "test" or self.train_split == "test":
+            p.append(("eval_split" if self.eval_split == "test" else "train_split",
+                      "must not be 'test': the test split is read once, by `wronai eval`; training evaluates on 'validation' "
+                      "(carved from the training split by validation_size where the dataset has none)"))
         if not 0 <= self.text_ratio < 1: p.append(("text_ratio", f"must be in [0, 1), got {self.text_ratio}"))
         elif self.text_ratio and not self.text_dataset: p.append(("text_ratio", "is set but data.text_dataset is not; name the plain text to mix in (e.g. polish-prose)"))
         return p
@@ -340,6 +344,7 @@ class EvaluationArgs(_Section):
     metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # what evaluate measures and reports; answers are generated only if a metric needs them
     polish_metrics: bool = True  # false: leave out the Polish-specific metrics (known_words, polish_share, diacritics) even where listed
     benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, polish-prose-tasks-test, or instruction data files (JSONL, JSON, CSV, Parquet)
+    base_prompt: Literal["chat_template", "few_shot", "none"] = "few_shot"  # the fair baseline: the base model asked in its own chat template (a chat model), with solved training items first (a base model), or not at all
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together
     max_examples: int | None = None  # evaluate on a seeded sample of this many held-out examples; None: all
@@ -353,8 +358,9 @@ class EvaluationArgs(_Section):
         if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
         from wronai.data import BUILT, source_problem
         for i, name in enumerate(self.benchmark_sets):
-            if name in (f"{b}-test" for b in BUILT): continue                        # the held-out split of a dataset built here
-            if name in BUILT: p.append((f"benchmark_sets[{i}]", f"{name!r} is its training split; evaluate on {name + '-test'!r}")); continue
+            if name in (f"{b}-{s}" for b in BUILT for s in ("test", "validation")): continue   # a held-out split of a dataset built here
+            if name in BUILT: p.append((f"benchmark_sets[{i}]", f"{name!r} is its training split; evaluate on {name + '-test'!r} "
+                                                                 f"(or {name + '-validation'!r} to choose settings)")); continue
             if why := source_problem(name): p.append((f"benchmark_sets[{i}]", why))
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p

@@ -54,12 +54,12 @@ def read_dataset(name, config=None, cache=None, report=None):
         d = Path(cache or cache_dir())/"datasets"/"polish-instruct"
         from wronai.polish_instruct import build, current
         if not current(d): build(d)                                              # missing, half-built, or from an older wronai
-        return _read("json", {"train": str(d/"train.jsonl"), "test": str(d/"test.jsonl")}, d)
+        return _read("json", {s: str(d/f"{s}.jsonl") for s in ("train", "validation", "test")}, d)
     if name == "polish-prose-tasks":                                                # diacritics and next-sentence tasks (05a_prose)
         from wronai.prose import prose_dir
         d = prose_dir(cache)
         if not (d/"tasks_train.jsonl").stat().st_size: raise ValueError(f"polish-prose-tasks: no rows built on this machine (see {d/'README.md'})")
-        return _read("json", {"train": str(d/"tasks_train.jsonl"), "test": str(d/"tasks_test.jsonl")}, d)
+        return _read("json", {s: str(d/f"tasks_{s}.jsonl") for s in ("train", "validation", "test")}, d)
     p = Path(name).expanduser()
     if p.is_file():
         kind = READERS.get(p.suffix.lower())

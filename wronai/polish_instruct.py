@@ -289,7 +289,8 @@ SOURCES = {
 }
 
 REGISTERS = ("formal", "informal")
-VERSION = 2   # 2: homographs and misspellings out, a second opinion, zwroty, one register per item where it does not change the answer
+VERSION = 3   # 2: homographs and misspellings out, a second opinion, zwroty, one register per item where it does not change the answer
+              # 3: a validation split of its own items, carved from training; the test split is unchanged
 
 def current(d):
     "True when folder `d` holds a complete polish-instruct build of this `VERSION` (stats.json is written last)."
@@ -299,12 +300,13 @@ def current(d):
 def _examples(item, registers):
     "Rows of `item` in `registers`; where the register changes the answer, the other register's answer rides along (to score register)."
     ans = item["answer"]
-    return [{"id": hashlib.sha1(f"{item['key']}:{r}".encode()).hexdigest()[:12], "family": item["family"], "register": r,
+    return [{"id": hashlib.sha1(f"{item['key']}:{r}".encode()).hexdigest()[:12], "item": hashlib.sha1(item["key"].encode()).hexdigest()[:12],
+             "family": item["family"], "register": r,
              "instruction": item[r], "input": "", "output": ans[r] if isinstance(ans, dict) else ans,
              "output_other_register": ans[REGISTERS[r == "formal"]] if isinstance(ans, dict) else None} for r in registers]
 
-def build(out=None, seed=42, sizes=None, test_per_family=100):
-    "Build polish-instruct into `out` (train.jsonl, test.jsonl, README.md, stats.json); returns the stats."
+def build(out=None, seed=42, sizes=None, test_per_family=100, validation_per_family=100):
+    "Build polish-instruct into `out` (train.jsonl, validation.jsonl, test.jsonl, README.md, stats.json); returns the stats."
     out = Path(out or cache_dir()/"datasets"/"polish-instruct")
     sizes = {**SIZES, **(sizes or {})}
     rng = random.Random(seed)
@@ -314,7 +316,8 @@ def build(out=None, seed=42, sizes=None, test_per_family=100):
     gens = {"odmiana": lambda: fam_odmiana(nouns), "liczebnik_rzeczownik": lambda: fam_liczebnik_rzeczownik(nouns, rng),
             "slownie": lambda: fam_slownie(rng), "nazwy": fam_nazwy,
             "przymiotnik_rzeczownik": lambda: fam_przymiotnik_rzeczownik(nouns, adjs, rng), "zwroty": lambda: fam_zwroty(verb_list)}
-    train, test = [], []
+    train, validation, test = [], [], []
+    pick = random.Random(f"{seed}/validation")                                 # validation's own draws: train's and test's stay as they were
     stats = {"seed": seed, "version": VERSION, "families": {}, "lexicon": {"nouns": len(nouns), "adjectives": len(adjs), "verbs": len(verb_list),
                                                        **{f"dropped_{k}": v for k, v in dropped.items()}}}
     for fam, gen in gens.items():
@@ -333,17 +336,20 @@ def build(out=None, seed=42, sizes=None, test_per_family=100):
             if len(items) >= sizes[fam]: break
         items = {k: it for k, it in items.items() if it["formal"] not in ambiguous}
         keys = sorted(items); rng.shuffle(keys)
-        held = keys[:min(test_per_family, len(keys) // 5)]
+        held = keys[:min(test_per_family, len(keys) // 5)]                      # whole items: an item's twin never lands in another split
+        n_val = min(validation_per_family, len(keys) // 5)
         n_train = len(train)
         for k in held: test += _examples(items[k], [rng.choice(REGISTERS)])
-        for k in keys[len(held):]:                     # both registers only where the answer differs: a copy with the same answer teaches nothing
-            train += _examples(items[k], REGISTERS if isinstance(items[k]["answer"], dict) else [rng.choice(REGISTERS)])
-        stats["families"][fam] = {"items": len(items), "train_examples": len(train) - n_train, "test_examples": len(held),
+        for i, k in enumerate(keys[len(held):]):       # both registers only where the answer differs: a copy with the same answer teaches nothing
+            regs = REGISTERS if isinstance(items[k]["answer"], dict) else [rng.choice(REGISTERS)]
+            if i < n_val: validation += _examples(items[k], regs if len(regs) == 1 else [pick.choice(REGISTERS)])   # once each, as in test
+            else: train += _examples(items[k], regs)
+        stats["families"][fam] = {"items": len(items), "train_examples": len(train) - n_train, "validation_examples": n_val, "test_examples": len(held),
                                   "rejected_unknown_words": rejected, "dropped_ambiguous": len(ambiguous),
                                   "dropped_second_opinion": disagreed, "unchecked": unchecked}
-    stats["train_examples"], stats["test_examples"] = len(train), len(test)
+    stats["train_examples"], stats["validation_examples"], stats["test_examples"] = len(train), len(validation), len(test)
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in [("train.jsonl", train), ("test.jsonl", test)]:
+    for name, rows in [("train.jsonl", train), ("validation.jsonl", validation), ("test.jsonl", test)]:
         data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
         write_atomic(out/name, data)                                            # each file whole or not at all
         stats[f"sha256_{name}"] = hashlib.sha256(data).hexdigest()
@@ -353,7 +359,7 @@ def build(out=None, seed=42, sizes=None, test_per_family=100):
 
 def card(stats):
     "The dataset card: what, how, sources with licenses, counts per family."
-    rows = "\n".join(f"| `{f}` | {v['items']} | {v['train_examples']} | {v['test_examples']} | {v['rejected_unknown_words']} | {v['dropped_ambiguous']} "
+    rows = "\n".join(f"| `{f}` | {v['items']} | {v['train_examples']} | {v['validation_examples']} | {v['test_examples']} | {v['rejected_unknown_words']} | {v['dropped_ambiguous']} "
                      f"| {v['dropped_second_opinion']} | {v['items'] - v['unchecked']} |" for f, v in stats["families"].items())
     lx = stats["lexicon"]
     srcs = "\n".join(f"- **{k}**: {v}" for k, v in SOURCES.items())
@@ -372,14 +378,17 @@ that morfeusz2 knows, after dropping {len(lx['dropped_homographs'])} homographs 
 
 Each item is phrased formally and informally. In `zwroty` the register changes the answer (*Proszę usiąść.* against *Usiądź, proszę.*),
 so its training items appear in both registers, and its rows carry the other register's answer in `output_other_register`; every other
-item is trained on once, in a register drawn at random. The test set holds other items, once each.
+item is trained on once, in a register drawn at random. The validation and test sets hold other items, once each, and
+no item is in two splits: choices (learning rate, steps, mixing ratios) are made on validation, and only `wronai eval` reads test.
 
-| family | items | train examples | test examples | rejected (unknown words) | dropped (one question, two answers) | dropped (second opinion) | checked twice |
-|---|---|---|---|---|---|---|---|
+| family | items | train examples | validation examples | test examples | rejected (unknown words) | dropped (one question, two answers) | dropped (second opinion) | checked twice |
+|---|---|---|---|---|---|---|---|---|
 {rows}
 
-Total: {stats['train_examples']} training examples (`train.jsonl`), {stats['test_examples']} held-out test examples (`test.jsonl`).
-Rows are Alpaca-style: `instruction`, `input` (empty), `output`, plus `family`, `register`, `output_other_register` (or null) and a stable `id`.
+Total: {stats['train_examples']} training examples (`train.jsonl`), {stats['validation_examples']} validation examples (`validation.jsonl`),
+{stats['test_examples']} held-out test examples (`test.jsonl`).
+Rows are Alpaca-style: `instruction`, `input` (empty), `output`, plus `family`, `register`, `output_other_register` (or null), a stable
+`id`, and `item`, shared by an item's two phrasings.
 
 ## Sources and licenses
 

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['DEBIAN_PROSE', 'SKIP_SECTIONS', 'GROFF', 'FONT_MACRO', 'BREAK', 'CODE_LIKE', 'PL_LETTERS', 'TASK_SIZES',
            'SourceUnavailable', 'fetch_deb', 'groff_text', 'man_paragraphs', 'html_paragraphs', 'documents', 'reject',
-           'clean_documents', 'held_out', 'strip_diacritics', 'sentences', 'diacritics_items', 'continuation_items',
-           'task_rows', 'build_prose', 'prose_card', 'prose_dir', 'prose_rows', 'prose_text']
+           'clean_documents', 'held_out', 'doc_split', 'strip_diacritics', 'sentences', 'diacritics_items',
+           'continuation_items', 'task_rows', 'build_prose', 'prose_card', 'prose_dir', 'prose_rows', 'prose_text']
 
 # %% ../nbs/05a_prose.ipynb #de087e37
 import gzip, hashlib, json, os, random, re, shutil, subprocess, tempfile
@@ -160,6 +160,10 @@ def held_out(doc, share=0.1):
     "True for the documents kept out of training: a fixed share, chosen by a hash of the document id."
     return int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) < share * 16**8
 
+def doc_split(doc, share=0.1):
+    "'heldout' (the test split), 'validation' or 'train' for a document, from hashes of its id: whole documents, never moved by other documents."
+    return "heldout" if held_out(doc, share) else "validation" if held_out(f"validation:{doc}", share) else "train"
+
 # %% ../nbs/05a_prose.ipynb #8d0dbeba
 PL_LETTERS = "ąćęłńóśźżĄĆĘŁŃÓŚŹŻ"
 _PLAIN = str.maketrans(PL_LETTERS, "acelnoszzACELNOSZZ")
@@ -204,15 +208,17 @@ def continuation_items(paragraphs, context=200, lo=25, hi=70):
 TASK_SIZES = {"diakrytyki": 600, "ciag_dalszy": 400}  # training items per family (at most)
 
 def task_rows(paragraphs, seed=42, sizes=None, test_per_family=100):
-    "`{split: rows}`: Alpaca rows of both task families, `train` from `paragraphs['train']`, `test` from `paragraphs['heldout']` only."
-    rng, sizes, out = random.Random(seed), {**TASK_SIZES, **(sizes or {})}, {"train": [], "test": []}
+    "`{split: rows}`: Alpaca rows of both task families, `train` from `paragraphs['train']`, `validation` from `paragraphs['validation']`, `test` from `paragraphs['heldout']` only."
+    sizes, out = {**TASK_SIZES, **(sizes or {})}, {"train": [], "validation": [], "test": []}
+    rngs = {s: random.Random(f"{seed}/{s}") for s in out}                       # each split its own draws
     for fam, items in (("diakrytyki", diacritics_items), ("ciag_dalszy", continuation_items)):
         held = {it["key"]: it for it in items(paragraphs["heldout"])}
-        train = {it["key"]: it for it in items(paragraphs["train"]) if it["key"] not in held}   # a sentence in both: tested only
-        keys, tkeys = sorted(train), sorted(held)
-        rng.shuffle(keys); rng.shuffle(tkeys)
-        for k in keys[:sizes[fam]]: out["train"] += _rows(train[k], ["formal", "informal"])          # both phrasings
-        for k in tkeys[:test_per_family]: out["test"] += _rows(held[k], [rng.choice(["formal", "informal"])])
+        val = {it["key"]: it for it in items(paragraphs.get("validation", [])) if it["key"] not in held}   # a sentence in two splits:
+        train = {it["key"]: it for it in items(paragraphs["train"]) if it["key"] not in held and it["key"] not in val}   # the held-out one keeps it
+        for split, pool, n, regs in (("train", train, sizes[fam], None), ("validation", val, test_per_family, 1), ("test", held, test_per_family, 1)):
+            keys = sorted(pool); rngs[split].shuffle(keys)
+            for k in keys[:n]:                                                          # training items in both phrasings, held-out ones once
+                out[split] += _rows(pool[k], ["formal", "informal"] if regs is None else [rngs[split].choice(["formal", "informal"])])
     return out
 
 def _rows(it, registers):
@@ -223,7 +229,7 @@ def _rows(it, registers):
 def _words(rows): return sum(len(r["text"].split()) for r in rows)
 
 def build_prose(out=None, cache=None, packages=None, seed=42):
-    "Build polish-prose into `out` (train.jsonl, heldout.jsonl, tasks_train.jsonl, tasks_test.jsonl, stats.json, README.md); returns the stats. Unavailable sources are skipped and named."
+    "Build polish-prose into `out` (train, validation and heldout paragraphs, tasks_train, tasks_validation and tasks_test rows, stats.json, README.md); returns the stats. Unavailable sources are skipped and named."
     out = Path(out or Path(cache or cache_dir())/"datasets"/"polish-prose")
     docs, sources = [], {}
     for pkg in packages or DEBIAN_PROSE:
@@ -235,10 +241,9 @@ def build_prose(out=None, cache=None, packages=None, seed=42):
         docs += read
         sources[pkg] = {"license": DEBIAN_PROSE[pkg][0], "deb": (folder/".deb").read_text(), "documents_read": len(read)}
     kept, dropped = clean_documents(docs)
-    rows = {"train": [], "heldout": []}
+    rows = {"train": [], "validation": [], "heldout": []}
     for doc, ps in kept.items():
-        split = "heldout" if held_out(doc) else "train"
-        rows[split] += [{"id": hashlib.sha1(f"{doc}#{i}".encode()).hexdigest()[:12], "doc": doc, "text": p} for i, p in enumerate(ps)]
+        rows[doc_split(doc)] += [{"id": hashlib.sha1(f"{doc}#{i}".encode()).hexdigest()[:12], "doc": doc, "text": p} for i, p in enumerate(ps)]
     for pkg, s in sources.items():
         if "skipped" in s: continue
         for split, rs in rows.items():
@@ -247,9 +252,9 @@ def build_prose(out=None, cache=None, packages=None, seed=42):
     stats = {"sources": sources, "dropped_paragraphs": dict(sorted(dropped.items())),
              **{split: {"documents": len({r["doc"] for r in rs}), "paragraphs": len(rs), "words": _words(rs)} for split, rs in rows.items()}}
     tasks = task_rows({split: [r["text"] for r in rs] for split, rs in rows.items()}, seed)
-    stats["tasks"] = {f: {s: sum(r["family"] == f for r in tasks[s.split("_")[0]]) for s in ("train_examples", "test_examples")} for f in TASK_SIZES}
+    stats["tasks"] = {f: {f"{s}_examples": sum(r["family"] == f for r in tasks[s]) for s in tasks} for f in TASK_SIZES}
     out.mkdir(parents=True, exist_ok=True)
-    for name, rs in [("train", rows["train"]), ("heldout", rows["heldout"]), ("tasks_train", tasks["train"]), ("tasks_test", tasks["test"])]:
+    for name, rs in [*rows.items(), *((f"tasks_{s}", rs) for s, rs in tasks.items())]:
         data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rs).encode()
         write_atomic(out/f"{name}.jsonl", data)
         stats[f"sha256_{name}.jsonl"] = hashlib.sha256(data).hexdigest()
@@ -262,8 +267,8 @@ def prose_card(stats):
     "The dataset card: what the text is, where each source came from and under which license, what was skipped and dropped."
     rows = []
     for pkg, s in stats["sources"].items():
-        if "skipped" in s: rows.append(f"| `{pkg}` | {s['license']} | skipped: {s['skipped']} | | |")
-        else: rows.append(f"| `{pkg}` | {s['license']} | `{s['deb']}` | {s['train']['documents']} / {s['train']['words']:,} | {s['heldout']['documents']} / {s['heldout']['words']:,} |")
+        if "skipped" in s: rows.append(f"| `{pkg}` | {s['license']} | skipped: {s['skipped']} | | | |")
+        else: rows.append(f"| `{pkg}` | {s['license']} | `{s['deb']}` | " + " | ".join(f"{s[k]['documents']} / {s[k]['words']:,}" for k in ("train", "validation", "heldout")) + " |")
     drops = ", ".join(f"{why} {n:,}" for why, n in stats["dropped_paragraphs"].items())
     return f"""# polish-prose
 
@@ -274,19 +279,22 @@ few option- or code-like words, identified as Polish by py3langid. Text repeated
 boilerplate, and every paragraph appears once.
 
 `heldout.jsonl` holds whole documents (about one in ten, chosen by a hash of the document name), never used for
-training: `wronai eval` scores `prose_perplexity` on them. `train.jsonl` holds the rest. Rows: `id`, `doc`, `text`.
+training: it is the test split, and `wronai eval` scores `prose_perplexity` on it. `validation.jsonl` holds about one in
+ten of the other documents (a second hash), for the choices made while training. `train.jsonl` holds the rest. Rows: `id`, `doc`, `text`.
 
-| source | license | package | train documents / words | held-out documents / words |
-|---|---|---|---|---|
+| source | license | package | train documents / words | validation documents / words | held-out (test) documents / words |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Total: {stats['train']['paragraphs']:,} training paragraphs ({stats['train']['words']:,} words), {stats['heldout']['paragraphs']:,} held-out paragraphs ({stats['heldout']['words']:,} words).
+Total: {stats['train']['paragraphs']:,} training paragraphs ({stats['train']['words']:,} words), {stats['validation']['paragraphs']:,} validation paragraphs
+({stats['validation']['words']:,} words), {stats['heldout']['paragraphs']:,} held-out paragraphs ({stats['heldout']['words']:,} words).
 Paragraphs dropped: {drops}.
 
-`tasks_train.jsonl` and `tasks_test.jsonl` hold two task families built on these sentences (Alpaca rows; the sentence
-to work on in `input`): `diakrytyki`, a sentence with its Polish letters stripped and the original as the answer, and
-`ciag_dalszy`, the sentences before and the next sentence of a paragraph. Test items come from held-out documents only.
-{chr(10).join(f"- `{f}`: {v['train_examples']:,} training rows, {v['test_examples']:,} test rows" for f, v in stats['tasks'].items())}
+`tasks_train.jsonl`, `tasks_validation.jsonl` and `tasks_test.jsonl` hold two task families built on these sentences (Alpaca
+rows; the sentence to work on in `input`): `diakrytyki`, a sentence with its Polish letters stripped and the original as the
+answer, and `ciag_dalszy`, the sentences before and the next sentence of a paragraph. Each split's items come from its own
+documents only.
+{chr(10).join(f"- `{f}`: {v['train_examples']:,} training rows, {v['validation_examples']:,} validation rows, {v['test_examples']:,} test rows" for f, v in stats['tasks'].items())}
 
 The text is the packages' documentation under the licenses above (GPL): it is built here from the packages, not
 redistributed, and a model trained on it should credit these sources.
@@ -296,7 +304,7 @@ redistributed, and a model trained on it should credit these sources.
 def prose_dir(cache=None):
     "Folder of the built polish-prose dataset, built there first when missing."
     d = Path(cache or cache_dir())/"datasets"/"polish-prose"
-    if not ((d/"stats.json").exists() and (d/"tasks_test.jsonl").exists()): build_prose(d, cache)   # missing, or built before the tasks were
+    if not ((d/"stats.json").exists() and (d/"tasks_validation.jsonl").exists()): build_prose(d, cache)   # missing, or built before the validation split was
     return d
 
 def prose_rows(split="heldout", cache=None, folder=None):

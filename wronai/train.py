@@ -124,19 +124,20 @@ def setup(cfg, cache=None, trainable_rows=True):
 
 # %% ../nbs/06_training.ipynb #301fa546
 @torch.no_grad()
-def perplexity(model, examples, collator, batch_size=8):
-    "Per-token loss and perplexity over the label tokens of `examples`: summed NLL over the token count, not a mean of batch means."
+def perplexity(model, examples, collator, batch_size=8, per_example=False):
+    "Per-token loss and perplexity over the label tokens of `examples`: summed NLL over the token count, not a mean of batch means. `per_example`: also each example's `[summed NLL, tokens]` (for intervals, 07_eval)."
     was, dev = model.training, next(model.parameters()).device
     model.eval()
-    nll, n = 0.0, 0
+    rows = []
     for i in range(0, len(examples), batch_size):
         b = {k: v.to(dev) for k, v in collator(examples[i:i + batch_size]).items() if k != "kind"}
         labels = b.pop("labels")[:, 1:]                                            # token t predicts token t+1
         logits = model(**b).logits[:, :-1].float()                                 # (B, T-1, V)
-        nll += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
-        n += int((labels != -100).sum())
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")   # (B, T-1), 0 where ignored
+        rows += zip(nll.sum(1).tolist(), (labels != -100).sum(1).tolist())
     model.train(was)
-    return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
+    nll, n = sum(r[0] for r in rows), sum(r[1] for r in rows)
+    return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n, **({"per_example": [list(r) for r in rows]} if per_example else {})}
 
 # %% ../nbs/06_training.ipynb #dde0af57
 @contextlib.contextmanager
@@ -272,7 +273,7 @@ def summary(res):
              f"training loss      {res['train_loss_first']:.3f} -> {res['train_loss_last']:.3f}",
              f"validation ppl     {b['perplexity']:.2f} -> {a['perplexity']:.2f}  (loss per token {b['loss']:.3f} -> {a['loss']:.3f})",
              f"throughput         {res['tokens_per_second']:.0f} tokens/s ({res['tokens']} tokens in {res['train_seconds']:.0f} s of steps)",
-             f"peak memory        {res['peak_memory_mb']:.0f} MiB",
+             f"peak memory        {res['peak_memory_mb']:.0f} MiB ({'allocated on CUDA' if res['device'] == 'cuda' else 'resident'}, this process since it started)",
              f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)" if res["interrupted"] else "")]
     return "\n".join(lines)
 
