@@ -78,3 +78,16 @@ def test_config_comments_quote_quality_figures_measured_on_validation(path):
     for b in blocks:
         figure = any(ch.isdigit() for ch in b) and "%" in b and any(q in b.lower() for q in QUALITY)
         if figure: assert "validation" in b.lower() and "test split" not in b.lower().replace("only `wronai eval` reads the test split", ""), b
+
+def test_the_learning_rate_comment_is_what_its_validation_reports_say():
+    "quick_test's learning rate was chosen on validation: the figures in its comment are the ones scripts/compare_evals.py prints from the committed reports."
+    import subprocess, sys
+    a, b = (ROOT/"benchmarks"/"lr_choice"/f"quick_test_lr{lr}_validation.json" for lr in ("2e-4", "6e-4"))
+    r = subprocess.run([sys.executable, "scripts/compare_evals.py", str(a), str(b)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("all "))
+    comment = (ROOT/"configs"/"quick_test.yaml").read_text(encoding="utf-8")
+    assert "2.2% [1.0%, 3.4%]" in line and "4.9% [3.2%, 6.6%]" in line and "+2.7% [+1.2%, +4.4%]" in line, line
+    assert "4.9% [3.2, 6.6]" in comment and "2.2% [1.0, 3.4]" in comment and "+2.7 points [+1.2, +4.4]" in comment
+    import json
+    assert all(json.loads(f.read_text())["benchmark_sets"] == ["polish-instruct-validation"] for f in (a, b))
