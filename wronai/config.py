@@ -356,9 +356,9 @@ class EvaluationArgs(_Section):
         if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
         if self.prose_max_chars is not None and self.prose_max_chars < 1: p.append(("prose_max_chars", f"must be >= 1 or null, got {self.prose_max_chars}"))
         if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
-        from wronai.data import BUILT, source_problem
+        from wronai.data import BUILT, held_out_split, source_problem
         for i, name in enumerate(self.benchmark_sets):
-            if name in (f"{b}-{s}" for b in BUILT for s in ("test", "validation")): continue   # a held-out split of a dataset built here
+            if held_out_split(name): continue                                         # a held-out split of a dataset built here
             if name in BUILT: p.append((f"benchmark_sets[{i}]", f"{name!r} is its training split; evaluate on {name + '-test'!r} "
                                                                  f"(or {name + '-validation'!r} to choose settings)")); continue
             if why := source_problem(name): p.append((f"benchmark_sets[{i}]", why))

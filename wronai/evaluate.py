@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .data import BUILT, DataReport, _question, _sample, normalize, pad_collator, read_dataset, render, split, tokenize
+from .data import DataReport, _question, _sample, held_out_split, normalize, pad_collator, read_dataset, render, split, tokenize
 from .models import load_model
 from .lora import peft_quiet
 from .prose import prose_text
@@ -95,9 +95,8 @@ def benchmark_rows(cfg, cache=None):
     "The usable records of `cfg.evaluation.benchmark_sets`, sampled to `evaluation.max_examples`, with `id`, `family` (or 'all') and `output`."
     rows = []
     for name in cfg.evaluation.benchmark_sets:
-        base, _, part = name.rpartition("-")
-        built = base in BUILT and part in ("test", "validation")                       # a held-out split of a dataset built here
-        ds = read_dataset(base, cache=cache)[part] if built else read_dataset(name, cache=cache)["train"]
+        built = held_out_split(name)                                                   # a held-out split of a dataset built here
+        ds = read_dataset(built[0], cache=cache)[built[1]] if built else read_dataset(name, cache=cache)["train"]
         report, kept = DataReport(), []
         for row in _sample(ds, cfg.evaluation.max_examples, cfg.evaluation.seed):
             rec, why = normalize(row)
@@ -342,8 +341,7 @@ def shot_pool(cfg, cache=None):
     "Training rows to draw few-shot examples and majority answers from: each built benchmark set's training split, else the config's data."
     out = []
     for name in cfg.evaluation.benchmark_sets:
-        base, _, part = name.rpartition("-")
-        if base in BUILT and part in ("test", "validation"): out += list(read_dataset(base, cache=cache)["train"])
+        if built := held_out_split(name): out += list(read_dataset(built[0], cache=cache)["train"])
     if not out: out = list(split(read_dataset(cfg.data.dataset_name, cfg.data.dataset_config, cache), cfg.data)[0])
     kept = [(rec, row) for row in out for rec, why in [normalize(row)] if not why]
     return [{**rec, "output": rec["messages"][-1]["content"] if "messages" in rec else rec["output"], "family": row.get("family") or "all"} for rec, row in kept]
@@ -428,9 +426,9 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loade
         for name, answers in floor_answers(rows, pool).items():
             v, ci, n = scored(item_stats(rows, answers, want=("exact_match", "chrf")), e.seed)
             floors[name] = {**v, "ci95": ci, "n": n}
-        if mine := [(i, r) for i, r in enumerate(rows) if r["family"] == "diakrytyki"]:
+        if diak := [r for r in rows if r["family"] == "diakrytyki"]:
             import ogonki
-            v, ci, n = scored(item_stats([r for _, r in mine], [ogonki.restore(r["input"]) for _, r in mine], want=("exact_match", "chrf")), e.seed)
+            v, ci, n = scored(item_stats(diak, [ogonki.restore(r["input"]) for r in diak], want=("exact_match", "chrf")), e.seed)
             floors["ogonki"] = {**v, "ci95": ci, "n": n}
     return {"adapter": str(adapter_dir), "base_model": cfg.model.name, "quantized": quantized,
             "benchmark_sets": e.benchmark_sets, "examples": len(rows), "answer_tokens": len(examples), "base_prompt": e.base_prompt,
