@@ -5,7 +5,7 @@ PY ?= python
 test test-slow benchmark benchmark-full bench profile outputs: export HF_HUB_OFFLINE ?= 1
 test test-slow benchmark benchmark-full bench profile outputs: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-slow test-gpu train benchmark benchmark-full bench profile clean-nbs outputs
+.PHONY: install lint test test-slow test-gpu train benchmark benchmark-full bench profile clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -17,8 +17,11 @@ install:
 # pytest-xdist workers for make test: two on the 2-core machines the times in the README were measured on, each with
 # cores/workers OpenMP threads (tests/conftest.py); `make test TEST_JOBS=0` runs everything in one process. Collection order
 # is kept (--no-loadscope-reorder): the tests that wait for the shared quick_test run come last, not first
+lint: install  ## ruff on the package, scripts, tests and notebooks (the rules are in pyproject.toml)
+	$(PY) -m ruff check wronai scripts tests nbs
+
 TEST_JOBS ?= 2
-test: install  ## every notebook and test, in TEST_JOBS processes; one shared quick_test run serves all that need an adapter (tests/conftest.py)
+test: install lint  ## every notebook and test, in TEST_JOBS processes; one shared quick_test run serves all that need an adapter (tests/conftest.py)
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 test-slow: install  ## the notebooks with their `#| slow` cells too (the full-length trainings a student runs)

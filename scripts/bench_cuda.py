@@ -25,7 +25,7 @@ The lent machine that made benchmarks/cuda_h100.json had no wronai install; it w
 Each part is written to the JSON as soon as it ends, and a part that fails records its error and the rest go on.
 `--tiny` runs the same code with toy shapes (on CPU too), to check the script itself.
 """
-import argparse, dataclasses, json, os, platform, shutil, sys, time, traceback
+import argparse, dataclasses, json, platform, shutil, sys, time, traceback
 from pathlib import Path
 
 import torch

@@ -12,12 +12,12 @@ the seconds, the GPU, the precision wronai chose and the peak allocated GPU memo
 import json, os, sys
 from pathlib import Path
 
+import torch
 from nbdev.config import get_config
 from nbdev.test import test_nb
 
 flags = set(get_config().tst_flags.split())             # split as nbdev_test splits them
 forced = {f.strip() for f in os.environ.get("WRONAI_TEST_FLAGS", "").split(",") if f.strip()}
-import torch
 cuda = torch.cuda.is_available()
 if "gpu" in flags and cuda: forced.add("gpu")
 if os.environ.get("WRONAI_GPU_CAPABILITY") and cuda:

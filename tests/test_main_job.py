@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CHAT_TOKENS, Q1, Q2
+
 ROOT = Path(__file__).resolve().parent.parent
 def env():
     "The environment of a process started now: offline, and the thread count conftest.py sets for this moment."
@@ -88,7 +90,6 @@ def test_eval_scores_diacritics_beside_the_ogonki_baseline(quick_test, tmp_path)
     for side in ("base", "tuned"): assert 0 <= rep[side]["diacritics_accuracy"] <= 1, rep[side]
     assert og["input_unchanged"] < og["diacritics_accuracy"] <= 1, og                    # ogonki restores: better than the input as it is
 
-from conftest import CHAT_TOKENS, Q1, Q2
 
 def chat(adapter, *args, stdin=None):
     "stdout of `wronai chat --adapter ADAPTER *args`, with `stdin` piped in."

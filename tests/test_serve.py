@@ -1,6 +1,6 @@
 """`wronai serve` as its clients meet it: a real server process on a free localhost port, the official `openai` client
 and raw HTTP. The server runs the session's shared quick_test adapter (conftest.py) with an API key."""
-import json, os, socket, subprocess, sys, threading, time
+import os, socket, subprocess, sys, threading, time
 from pathlib import Path
 
 import httpx

@@ -171,3 +171,35 @@ def test_two_processes_agree_and_save_one_adapter(tmp_path):
     final = adapter(out)
     assert final.keys() == adapter(out/"checkpoint-2").keys()               # one adapter, readable: not two writers' mix
     assert any(v.abs().max() > 0 for k, v in final.items() if "lora_B" in k)  # it trained (B starts at zero), so equal sums mean synced
+
+BOOM = """
+import logging, signal, sys
+import wronai.models as M
+picks, real = [], M.pick_device
+M.pick_device = lambda *a, **k: (picks.append(a), real(*a, **k))[1]          # before the modules that import it by name
+from transformers import TrainerCallback
+from wronai.config import load_config
+from wronai.train import train
+
+class Boom(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw): raise RuntimeError("boom inside training")
+
+mine = lambda signum, frame: None
+signal.signal(signal.SIGINT, mine)
+level = logging.getLogger("wronai.train").level
+cfg = load_config("configs/quick_test.yaml", ["data.max_examples=8", "data.max_eval_examples=2", "training.per_device_train_batch_size=2",
+                                              "training.gradient_accumulation_steps=1", "monitoring.report_to=[none]"])
+try: train(cfg, output_dir=sys.argv[1], max_steps=2, callbacks=[Boom()])
+except RuntimeError as e: assert "boom" in str(e), e
+else: raise SystemExit("training did not raise")
+assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT)   # Ctrl-C is the caller's again
+assert logging.getLogger("wronai.train").level == level
+assert len(picks) == 1, picks                                                  # the device is decided once, then passed down
+print("handler restored")
+"""
+
+def test_a_run_that_raises_gives_ctrl_c_back(tmp_path):
+    # the Trainer skips on_train_end when training raises; a notebook kernel must not be left with training's Ctrl-C handler.
+    # On the way, up to the first step: the device was picked once (setup, the model, the Trainer's arguments receive it)
+    r = run([sys.executable, "-c", BOOM, str(tmp_path/"run")])
+    assert r.returncode == 0 and "handler restored" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]

@@ -11,7 +11,9 @@ import json, subprocess, sys, tempfile, threading, time
 from dataclasses import replace
 from pathlib import Path
 
+from .data import IGNORE
 from .memory import shape_of
+from .models import MiB
 
 # %% ../nbs/06d_bench.ipynb #cb7898df
 def step_flops(s, targets, r, lengths, head_tokens, checkpointing):
@@ -64,7 +66,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         if self.device == "cuda":
             import torch
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
+            self.peak = torch.cuda.max_memory_allocated() / MiB
         elif self.peak is not None: self._stop.set(); self._t.join()
 
 class CountingCollator:
@@ -73,7 +75,7 @@ class CountingCollator:
     def __call__(self, rows):
         b = self.collate(rows)
         mask, labels = b["attention_mask"], b["labels"]
-        self.batches.append({"lengths": mask.sum(1).tolist(), "padded": mask.numel(), "scored": int((labels[:, 1:] != -100).sum())})
+        self.batches.append({"lengths": mask.sum(1).tolist(), "padded": mask.numel(), "scored": int((labels[:, 1:] != IGNORE).sum())})
         return b
 
 class _Callback:
@@ -139,7 +141,7 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     device = pick_device(cfg.hardware.device)
     runtime = _anon()
     set_seed(cfg.training.seed)
-    s = setup(cfg, trainable_rows=False)
+    s = setup(cfg, trainable_rows=False, device=device)
     if torch_dropout or kind == "trl": cpu_dropout(s.model, on=False)          # TRL gets peft's model as peft makes it: nn.Dropout
     out = Path(tempfile.mkdtemp(prefix=f"wronai-bench-{kind}-"))
     args, _, _ = training_arguments(cfg, out, max_steps=steps, device=device)
@@ -183,11 +185,11 @@ def bench(config, steps=30, warmup=3, overrides=(), json_path=None):
     "wronai's trainer and TRL's SFTTrainer on the same model, examples, batch, LoRA and steps, one process each, back to back: the figures of both."
     import importlib.metadata as md
     import torch
-    from wronai.config import load_config
     from wronai.models import pick_device
+    from wronai.preflight import load_checked
     from wronai.quant import cpu_flags
     sets = [*BENCH_SETTINGS, *overrides]
-    cfg = load_config(config, sets)                                              # a bad config is named before anything runs
+    cfg = load_checked(config, sets)                                             # a bad config is named before anything runs
     if cfg.training.gradient_accumulation_steps != 1: raise ValueError("bench: training.gradient_accumulation_steps must be 1 (one batch per timed step)")
     if cfg.data.packing: raise ValueError("bench: data.packing must be false (TRL gets the examples one per row)")
     if steps <= warmup: raise ValueError(f"bench: steps ({steps}) must be more than the warm-up steps ({warmup})")

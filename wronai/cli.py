@@ -9,17 +9,18 @@ __all__ = ['BAD_INPUT', 'parser', 'main']
 import argparse, os, sys, warnings
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError
+from .preflight import load_checked   # the schema and what the config names, checked together (00b)
 
 # %% ../nbs/09_cli.ipynb #bfbe76bb
 def _config_show(args):
     "Print the resolved config as YAML."
-    print(load_config(args.config, args.set).to_yaml(), end="")
+    print(load_checked(args.config, args.set).to_yaml(), end="")
     return 0
 
 def _config_check(args):
     "Validate a config: exit 0 when usable."
-    cfg = load_config(args.config, args.set)
+    cfg = load_checked(args.config, args.set)
     print(f"{args.config}: ok ({cfg.model.name}, LoRA r={cfg.lora.r} on {len(cfg.lora.target_modules) if isinstance(cfg.lora.target_modules, list) else cfg.lora.target_modules} modules)")
     return 0
 
@@ -56,7 +57,7 @@ def _data_build(args):
 def _data_check(args):
     "Read a data file (or a config's data) as training will, without a model: rows kept, rows skipped by reason and line; exit 0 when some rows are usable, 2 when none."
     from wronai.data import DataReport, clean, read_dataset, tokenize
-    cfg = load_config(args.source, args.set) if Path(args.source).suffix.lower() in (".yaml", ".yml") else None
+    cfg = load_checked(args.source, args.set) if Path(args.source).suffix.lower() in (".yaml", ".yml") else None
     name = cfg.data.dataset_name if cfg else args.source
     report = DataReport()
     ds = read_dataset(name, cfg.data.dataset_config if cfg else None, report=report)
@@ -95,10 +96,10 @@ def _train(args):
     "Train as a config says; exit 0 done, 1 non-finite loss, 2 bad input, 130 stopped by Ctrl-C (checkpoint saved)."
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = load_config(args.config, args.set)
+    cfg = load_checked(args.config, args.set)
     from wronai.runs import NonFiniteLoss
     from wronai.train import summary, train
-    try: res = train(cfg, args.output_dir, args.max_steps, args.resume)
+    try: res = train(cfg, args.output_dir, args.max_steps, args.resume, lean_malloc=True)   # this process is the run's own
     except NonFiniteLoss as e: return _fail(e, 1)
     except KeyboardInterrupt: return _fail("stopped at once by a second Ctrl-C; the last complete checkpoint is kept", 130)
     except Exception as e:
@@ -137,7 +138,7 @@ def _add_train(sub):
 # %% ../nbs/09_cli.ipynb #468fe5a7
 def _memory(args):
     "Print the memory plan of a config; exit 0 when it fits the limit, 3 when it does not, 2 bad input."
-    cfg = load_config(args.config, args.set)
+    cfg = load_checked(args.config, args.set)
     from wronai.memory import available_mib, checkpointing, model_config, need_mib, plan, report
     from wronai.models import pick_device
     device = args.device or ("cuda" if args.gpu_mb or cfg.hardware.max_gpu_memory_mb else pick_device(cfg.hardware.device))
@@ -184,7 +185,7 @@ def _eval(args):
     import json, logging
     from pathlib import Path
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = load_config(args.config, args.set)
+    cfg = load_checked(args.config, args.set)
     from wronai.evaluate import evaluate, plot_report, report_table
     try: rep = evaluate(cfg, args.adapter, args.text, quantized=not args.full_precision)
     except (FileNotFoundError, ValueError) as e: return _fail(e, 2)

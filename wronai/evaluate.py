@@ -10,19 +10,18 @@ __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'N_BOOT', 'ROWS', 'LOWER_IS_BE
            'floor_answers', 'shot_pool', 'few_shot_prompts', 'evaluate', 'report_table', 'plot_report', 'runs_table']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
-import contextlib, difflib, json, logging, math, re
+import difflib, json, logging, math, re
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from .data import DataReport, _question, _sample, held_out_split, normalize, pad_collator, read_dataset, render, split, tokenize
+from .data import IGNORE, DataReport, _question, nll_rows, per_token, perplexity, _sample, held_out_split, normalize, pad_collator, read_dataset, render, split, tokenize
 from .models import load_model
 from .lora import peft_quiet
 from .prose import prose_text
 from .quant import cpu_packing, load_quantized
 from .tokens import resize_with_piece_mean
-from .train import perplexity
 
 log = logging.getLogger("wronai.evaluate")
 
@@ -117,17 +116,14 @@ def text_perplexity(model, tok, text, max_len=512, batch_size=8):
     bos = tok("x").input_ids[:1] if tok.bos_token_id is not None and tok("x").input_ids[0] == tok.bos_token_id else []   # as tokenization starts texts
     windows = [torch.cat([ids.new_tensor(bos), w]) for w in ids.split(max_len - len(bos))]
     windows = [w for w in windows if len(w) >= 2]
-    dev, rows = next(model.parameters()).device, []
-    for i in range(0, len(windows), batch_size):
-        ws = windows[i:i + batch_size]
-        x = torch.nn.utils.rnn.pad_sequence(ws, batch_first=True).to(dev)          # (B, T), the last window padded on the right
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(w) for w in ws], batch_first=True).to(dev)
-        logits = model(input_ids=x, attention_mask=mask).logits[:, :-1].float()     # (B, T-1, V): t predicts t+1
-        labels = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")   # (B, T-1)
-        rows += [list(r) for r in zip(nll.sum(1).tolist(), (labels != -100).sum(1).tolist())]
-    nll, n = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n, "per_window": rows}
+    def batches():
+        for i in range(0, len(windows), batch_size):
+            ws = windows[i:i + batch_size]
+            x = torch.nn.utils.rnn.pad_sequence(ws, batch_first=True)              # (B, T), the last window padded on the right
+            mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(w) for w in ws], batch_first=True)
+            yield {"input_ids": x, "attention_mask": mask, "labels": x.masked_fill(mask == 0, IGNORE)}
+    rows = nll_rows(model, batches())                                              # the loop `perplexity` runs (05c_data)
+    return {**per_token(rows), "per_window": rows}
 
 # %% ../nbs/07_eval.ipynb #ed988670
 def stop_ids(tok):
@@ -140,19 +136,16 @@ def generate_answers(model, tok, recs, prompt_format="polish_tags", max_new_toke
     """`[(answer, stopped)]` for `recs`: greedy, batched; `stopped` is False when the answer ran into `max_new_tokens`.
     `prompts`: one prompt per record instead of `render`'s; `first_line`: the answer ends at its first line break (few-shot prompts)."""
     stops = stop_ids(tok)
-    side, tok.padding_side = tok.padding_side, "left"
     dev, out = next(model.parameters()).device, []
-    try:
-        for i in range(0, len(recs), batch_size):
-            ps = prompts[i:i + batch_size] if prompts is not None else [render(r, tok, prompt_format)[0] for r in recs[i:i + batch_size]]
-            b = tok(ps, return_tensors="pt", padding=True).to(dev)
-            g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
-            for row in g[:, b["input_ids"].shape[1]:].tolist():                    # the new tokens only
-                end = next((j for j, x in enumerate(row) if x in stops), None)
-                text = tok.decode(row[:end], skip_special_tokens=True)
-                if first_line and "\n" in text.lstrip("\n"): text, end = text.lstrip("\n").split("\n", 1)[0], 0
-                out.append((text.strip(), end is not None))
-    finally: tok.padding_side = side
+    for i in range(0, len(recs), batch_size):
+        ps = prompts[i:i + batch_size] if prompts is not None else [render(r, tok, prompt_format)[0] for r in recs[i:i + batch_size]]
+        b = tok(ps, return_tensors="pt", padding=True, padding_side="left").to(dev)   # generation continues each prompt's end
+        g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        for row in g[:, b["input_ids"].shape[1]:].tolist():                        # the new tokens only
+            end = next((j for j, x in enumerate(row) if x in stops), None)
+            text = tok.decode(row[:end], skip_special_tokens=True)
+            if first_line and "\n" in text.lstrip("\n"): text, end = text.lstrip("\n").split("\n", 1)[0], 0
+            out.append((text.strip(), end is not None))
     return out
 
 # %% ../nbs/07_eval.ipynb #4b726924

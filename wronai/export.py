@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models import head_dim
+
 # %% ../nbs/08c_export.ipynb #b0211ddb
 def permute_qk(w, n_head):
     "Rows of a q or k projection, `(n_head * d, n_in)`, reordered from transformers' rotate-half pairs to llama.cpp's neighbouring pairs."
@@ -113,16 +115,16 @@ def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", regi
     if Path(path).exists(): raise FileExistsError(f"{path} exists; choose a new file (nothing was written)")
     n_vocab = model.get_input_embeddings().weight.shape[0]
     v, template = gguf_vocab(tok, n_vocab, spm_file), chat_template(register)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    hd = head_dim(c)
     w = gguf.GGUFWriter(str(path), "llama", use_temp_file=True)      # tensors wait on disk, not in memory, until written
     w.add_type(gguf.GGUFType.MODEL); w.add_name(name)
     w.add_block_count(c.num_hidden_layers); w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size); w.add_feed_forward_length(c.intermediate_size)
     w.add_head_count(c.num_attention_heads); w.add_head_count_kv(c.num_key_value_heads)
     w.add_rope_freq_base(float(rope["rope_theta"])); w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_key_length(head_dim); w.add_value_length(head_dim)
+    w.add_key_length(hd); w.add_value_length(hd)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
-    w.add_vocab_size(n_vocab); w.add_rope_dimension_count(head_dim); w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_vocab_size(n_vocab); w.add_rope_dimension_count(hd); w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_tokenizer_model(v["model"]); w.add_tokenizer_pre(v["pre"]); w.add_token_list(v["tokens"]); w.add_token_types(v["types"])
     if "scores" in v: w.add_token_scores(v["scores"])
     if "merges" in v: w.add_token_merges(v["merges"])
@@ -157,8 +159,9 @@ def _spm_file(cfg, cache=None):
     if f and Path(f).name.endswith(".model") and Path(f).exists(): return f
     if not name.startswith("packaged:") and not Path(name).expanduser().is_dir():
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
         try: return hf_hub_download(name, "tokenizer.model")
-        except Exception: return None
+        except EntryNotFoundError: return None                                  # none in the repository; a network or login error says itself
     return None
 
 def export(adapter_dir, out_dir, quant="f16", config=None, register="formal", cache=None):

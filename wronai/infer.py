@@ -16,6 +16,7 @@ from .config import load_config
 from .data import render
 from .evaluate import load_tuned, stop_ids
 from .lora import merge_and_save
+from .models import MiB
 
 # %% ../nbs/08_inference.ipynb #392e3687
 def load_adapter(adapter_dir, config=None, quantized=True, cache=None):
@@ -170,9 +171,7 @@ def generation_speed(model, tok, prompts, new_tokens=32, batch_size=1):
     if not prompts: raise ValueError("prompts must not be empty")
     if new_tokens < 1 or batch_size < 1: raise ValueError(f"new_tokens and batch_size must be at least 1, got {new_tokens} and {batch_size}")
     dev = next(model.parameters()).device
-    side, tok.padding_side = tok.padding_side, "left"
-    try: batches = [tok(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(dev) for i in range(0, len(prompts), batch_size)]
-    finally: tok.padding_side = side
+    batches = [tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left").to(dev) for i in range(0, len(prompts), batch_size)]
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=stop_ids(tok), pad_token_id=tok.pad_token_id)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     model.generate(**batches[0], **kw)                                              # warm-up, not timed
@@ -181,5 +180,5 @@ def generation_speed(model, tok, prompts, new_tokens=32, batch_size=1):
     for b in batches: n += model.generate(**b, **kw)[:, b["input_ids"].shape[1]:].numel()   # (B, new_tokens)
     sync(); secs = time.perf_counter() - t0
     return dict(prompts=len(prompts), batch_size=batch_size, new_tokens=new_tokens, tokens=n, seconds=secs, tokens_per_s=n / secs,
-                weights_mib=model.get_memory_footprint() / 2**20,
-                peak_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None)
+                weights_mib=model.get_memory_footprint() / MiB,
+                peak_mib=torch.cuda.max_memory_allocated(dev) / MiB if dev.type == "cuda" else None)

@@ -88,10 +88,9 @@ def add_lora(model, cfg, trainable_token_indices=None):
     from wronai.quant import cpu_packing
     cpu_packing(model, False)                          # bitsandbytes' CPU inference layout has no backward (03_quantization)
     gc = cfg.training.gradient_checkpointing
-    if gc == "auto":                                       # the memory plan decides (06c_memory); train() has decided already
-        from wronai.memory import checkpointing
-        from wronai.models import pick_device
-        gc, _ = checkpointing(cfg, pick_device(cfg.hardware.device))
+    if gc == "auto":                                       # the memory plan decides it, once per run, before the model is built
+        raise ValueError("training.gradient_checkpointing is 'auto': decide it first with wronai.memory.resolve_checkpointing(cfg, device) "
+                         "(wronai.train.setup and train() do), or set true or false")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)   # the upcast; checkpointing below
     if gc:                                                 # by its transformers 5 name (peft 0.21 still calls the deprecated one)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CASES', 'NUMBERS', 'PRONOMINAL', 'CLOSED', 'REGISTER', 'ONES', 'NUMBER_WORDS', 'SCALES', 'SIZES', 'SOURCES',
-           'REGISTERS', 'VERSION', 'morfeusz', 'forms', 'known', 'Lemma', 'homograph', 'undotted', 'lexicon',
-           'fam_odmiana', 'fam_slownie', 'fam_liczebnik_rzeczownik', 'fam_nazwy', 'fam_przymiotnik_rzeczownik', 'verbs',
-           'fam_zwroty', 'plural_form', 'number_in_words', 'second_opinion', 'current', 'build', 'card']
+           'VERSION', 'morfeusz', 'forms', 'known', 'Lemma', 'homograph', 'undotted', 'lexicon', 'fam_odmiana',
+           'fam_slownie', 'fam_liczebnik_rzeczownik', 'fam_nazwy', 'fam_przymiotnik_rzeczownik', 'verbs', 'fam_zwroty',
+           'plural_form', 'number_in_words', 'second_opinion', 'current', 'build', 'card']
 
 # %% ../nbs/05b_polish_instruct.ipynb #50666b08
 import functools, hashlib, json, random, re
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models import cache_dir, write_atomic
+from .tokens import REGISTERS
 
 # %% ../nbs/05b_polish_instruct.ipynb #94340ae5
 CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"), "dat": ("celownik", "w celowniku"),
@@ -288,7 +289,6 @@ SOURCES = {
     "babel (Unicode CLDR)": "BSD-3-Clause / Unicode-3.0: Polish and English names of countries and languages, month names",
 }
 
-REGISTERS = ("formal", "informal")
 VERSION = 3   # 2: homographs and misspellings out, a second opinion, zwroty, one register per item where it does not change the answer
               # 3: a validation split of its own items, carved from training; the test split is unchanged
 

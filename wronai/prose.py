@@ -9,7 +9,7 @@ __all__ = ['DEBIAN_PROSE', 'SKIP_SECTIONS', 'GROFF', 'FONT_MACRO', 'BREAK', 'COD
            'continuation_items', 'task_rows', 'build_prose', 'prose_card', 'prose_dir', 'prose_rows', 'prose_text']
 
 # %% ../nbs/05a_prose.ipynb #de087e37
-import gzip, hashlib, json, os, random, re, shutil, subprocess, tempfile
+import gzip, hashlib, json, random, re, shutil, subprocess, tempfile
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path

@@ -5,15 +5,16 @@
 # %% auto #0
 __all__ = ['log', 'NF4_OFFSET', 'KERNEL_FLAGS', 'nf4_levels', 'quantize_nf4', 'dequantize_nf4', 'double_quantize',
            'double_dequantize', 'scale_bits', 'int4_roundtrip', 'linear_shapes', 'param_counts', 'memory_table',
-           'unpack_cpu_layout', 'fused_cpu_gemm', 'cpu_flags', 'as_on_avx512bf16', 'linear4bit_layers', 'packed_layers',
-           'cpu_packing', 'bnb_config', 'placement', 'load_quantized']
+           'kernels_line_explained', 'import_bnb', 'unpack_cpu_layout', 'fused_cpu_gemm', 'cpu_flags',
+           'as_on_avx512bf16', 'linear4bit_layers', 'packed_layers', 'cpu_packing', 'bnb_config', 'placement',
+           'load_quantized']
 
 # %% ../nbs/03_quantization.ipynb #73cf72ac
-import contextlib, logging, math, os
+import contextlib, importlib, logging, math, os
 
 import torch
 
-from .models import hub_hint, model_path, pick_device, pick_dtype
+from .models import MiB, head_dim, hub_hint, model_path, pick_device, pick_dtype
 
 log = logging.getLogger("wronai.quant")
 
@@ -86,7 +87,7 @@ def int4_roundtrip(w, blocksize=64):
 def linear_shapes(cfg):
     "`(in_features, out_features)` of each projection in one block of a Llama/Mistral-style config."
     h, ff = cfg.hidden_size, cfg.intermediate_size
-    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    hd = head_dim(cfg)
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd          # grouped-query attention: kv < q
     return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
             "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
@@ -122,7 +123,17 @@ class _KernelsLine(logging.Filter):
                      "kernel it ships instead; harmless (see nbs/03_quantization.ipynb)")
         return False
 
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_KernelsLine())   # before bitsandbytes is first imported: it logs at import
+@contextlib.contextmanager
+def kernels_line_explained():
+    "A block in which bitsandbytes' `kernels` notice is explained once per process instead of printed; the logger is left as it was after."
+    lg, f = logging.getLogger("bitsandbytes.backends.cpu.ops"), _KernelsLine()
+    lg.addFilter(f)
+    try: yield
+    finally: lg.removeFilter(f)
+
+def import_bnb(name="bitsandbytes"):
+    "`name` (bitsandbytes or one of its modules), imported inside `kernels_line_explained`: bitsandbytes logs that line at its first import."
+    with kernels_line_explained(): return importlib.import_module(name)
 
 # %% ../nbs/03_quantization.ipynb #06fc8e32
 def unpack_cpu_layout(packed, n, k, block_n=32):
@@ -152,13 +163,13 @@ def cpu_flags():
 
 def _has_fused():
     "True where bitsandbytes' fused 4-bit CPU kernel runs (the CPU has AVX512-BF16)."
-    import bitsandbytes.functional as bf
+    bf = import_bnb("bitsandbytes.functional")
     return bool(getattr(bf, "has_avx512bf16", lambda: False)())
 
 @contextlib.contextmanager
 def as_on_avx512bf16():
     "bitsandbytes as on a CPU with AVX512-BF16: layers it builds may pack, and `fused_cpu_gemm` stands in for a missing fused kernel."
-    import bitsandbytes.functional as bf, bitsandbytes.nn.modules as bm
+    bf, bm = import_bnb("bitsandbytes.functional"), import_bnb("bitsandbytes.nn.modules")
     if _has_fused(): yield; return                                 # the real thing
     lib = torch.library.Library("bitsandbytes", "IMPL")            # the registration lives as long as `lib`
     torch.library.register_kernel("bitsandbytes::gemv_4bit", "cpu", fused_cpu_gemm, lib=lib)
@@ -171,7 +182,7 @@ def as_on_avx512bf16():
 
 def linear4bit_layers(model):
     "`(name, module)` for every bitsandbytes 4-bit layer of `model` (`model` itself included)."
-    import bitsandbytes as bnb
+    bnb = import_bnb()
     return [(n, m) for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
 
 def packed_layers(model):
@@ -218,18 +229,18 @@ def placement(hw, device, n_gpus=None, local_rank=None, device_map="auto"):
 
 def _ram_mib():
     "Physical memory of this machine in MiB."
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB
 
-def load_quantized(cfg, cache=None):
-    "The base model of `cfg` loaded with its quantization and hardware settings (CPU or CUDA), in the layout training needs."
+def load_quantized(cfg, cache=None, device=None):
+    "The base model of `cfg` loaded with its quantization and hardware settings on `device` (default: as `hardware.device` picks), in the layout training needs."
     from transformers import AutoModelForCausalLM
-    device = pick_device(cfg.hardware.device)
+    device = device or pick_device(cfg.hardware.device)
     dtype, _ = pick_dtype(cfg.model.dtype, device)
     qc = bnb_config(cfg.quantization, device)
     kw = placement(cfg.hardware, device, device_map=cfg.model.device_map)
     if qc is not None and cfg.hardware.cpu_offload and device == "cuda": qc.llm_int8_enable_fp32_cpu_offload = True
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
+        with kernels_line_explained(): model = AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
                                                     revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
                                                     attn_implementation=cfg.model.attn_implementation, **kw)
     except OSError as e: raise hub_hint(cfg.model.name, e) from e

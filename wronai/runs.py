@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .data import IGNORE
+from .models import MiB
 from .quant import packed_layers
 
 log = logging.getLogger("wronai.runs")
@@ -75,7 +77,7 @@ class WronaiTrainer(Trainer):
     def _scored_loss(self, model, head, inputs, num_items_in_batch):
         "The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states (a hook gathers them)."
         labels = inputs["labels"]
-        scored = torch.nn.functional.pad(labels[:, 1:] != -100, (0, 1))        # (B, T): position t predicts a scored token t + 1
+        scored = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))        # (B, T): position t predicts a scored token t + 1
         hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])   # (B, T, H) -> (1, N, H)
         try: out = model(**{k: v for k, v in inputs.items() if k != "labels"})
         finally: hook.remove()
@@ -91,7 +93,7 @@ class WronaiTrainer(Trainer):
     def _count_kinds(self, logits, targets, kinds, rows=None):
         "Add each example's summed token loss and token count to its kind's running total; `rows`: the example of each scored token, when the logits are of those alone."
         for row, kind in enumerate(kinds):
-            if rows is None: lg, tg = logits[row], targets[row]; keep = tg != -100   # (T-1, V), (T-1,): one row at a time, no copy of the batch's logits
+            if rows is None: lg, tg = logits[row], targets[row]; keep = tg != IGNORE   # (T-1, V), (T-1,): one row at a time, no copy of the batch's logits
             else: keep = rows == row; lg, tg = logits, targets
             if not keep.any(): continue
             nll = torch.nn.functional.cross_entropy(lg[keep].float(), tg[keep], reduction="sum").item()
@@ -130,17 +132,19 @@ class StopOnInterrupt(TrainerCallback):
         print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", file=sys.stderr, flush=True)
     def on_step_end(self, args, state, control, **kw):
         if self.interrupted: control.should_save = control.should_training_stop = True
-    def on_train_end(self, args, state, control, **kw):
+    def on_train_end(self, args, state, control, **kw): self.restore()
+    def restore(self):
+        "Put back the Ctrl-C handler there was before training; also call it where training raised (the Trainer then skips `on_train_end`)."
         if self._old is not None: signal.signal(signal.SIGINT, self._old); self._old = None
 
 # %% ../nbs/06b_runs.ipynb #5eaea033
 def peak_memory_mb(device="cpu"):
     "Peak memory of this process in MiB: allocated CUDA memory on a GPU, else the peak resident set size."
-    if device == "cuda": return torch.cuda.max_memory_allocated() / 2**20
+    if device == "cuda": return torch.cuda.max_memory_allocated() / MiB
     try: import resource
     except ImportError: return None                                           # Windows
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10           # bytes on macOS, KiB on Linux
+    return rss / MiB if sys.platform == "darwin" else rss / 2**10           # bytes on macOS, KiB on Linux
 
 class Throughput(TrainerCallback):
     "Time spent in optimizer steps (data loading, evaluation and saving excluded) and the real tokens they processed."

@@ -11,7 +11,7 @@ __all__ = ['MISTRAL_SHA256', 'REGISTERS', 'mistral_tokenizer', 'load_tokenizer',
 import hashlib, importlib.util, shutil
 from pathlib import Path
 
-from .config import POLISH_TOKENS
+from .config import POLISH_TOKENS   # the config's default tags: the schema comes first (00_config)
 from .models import PACKAGED, cache_dir, hub_hint, model_path, packaged_ready, resolve_model
 
 # %% ../nbs/02_tokens.ipynb #c4c7ee31
