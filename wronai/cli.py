@@ -99,7 +99,7 @@ def _train(args):
     cfg = load_checked(args.config, args.set)
     from wronai.runs import NonFiniteLoss
     from wronai.train import summary, train
-    try: res = train(cfg, args.output_dir, args.max_steps, args.resume, lean_malloc=True)   # this process is the run's own
+    try: res = train(cfg, args.output_dir, args.max_steps, args.resume, lean_malloc=True, preflight=False)   # this process is the run's own; load_checked checked cfg
     except NonFiniteLoss as e: return _fail(e, 1)
     except KeyboardInterrupt: return _fail("stopped at once by a second Ctrl-C; the last complete checkpoint is kept", 130)
     except Exception as e:

@@ -10,7 +10,7 @@ __all__ = ['log', 'NF4_OFFSET', 'KERNEL_FLAGS', 'nf4_levels', 'quantize_nf4', 'd
            'load_quantized']
 
 # %% ../nbs/03_quantization.ipynb #73cf72ac
-import contextlib, importlib, logging, math, os
+import contextlib, importlib, logging, math, os, sys
 
 import torch
 
@@ -133,6 +133,7 @@ def kernels_line_explained():
 
 def import_bnb(name="bitsandbytes"):
     "`name` (bitsandbytes or one of its modules), imported inside `kernels_line_explained`: bitsandbytes logs that line at its first import."
+    if name in sys.modules: return sys.modules[name]                       # imported already: nothing to filter (training asks every step)
     with kernels_line_explained(): return importlib.import_module(name)
 
 # %% ../nbs/03_quantization.ipynb #06fc8e32

@@ -131,10 +131,10 @@ def lean_cpu_malloc(threshold=4 * MiB):
     except OSError: return False                                              # not glibc (musl)
     return bool(libc.mallopt(-3, int(threshold)))                              # M_MMAP_THRESHOLD
 
-def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None, lean_malloc=False):
-    "Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`. `lean_malloc`: `lean_cpu_malloc` on a CPU (process-wide: the CLI asks for it)."
+def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None, lean_malloc=False, preflight=True):
+    "Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`. `lean_malloc`: `lean_cpu_malloc` on a CPU (process-wide: the CLI asks for it); `preflight`: check what `cfg` names first (False where the caller has, as the CLI's `load_checked` does)."
     started, out = time.time(), Path(output_dir or cfg.training.output_dir)
-    check(cfg)                                                                     # what it names exists here (00b_preflight), before anything loads
+    if preflight: check(cfg)                                                       # what it names exists here (00b_preflight), before anything loads
     device = pick_device(cfg.hardware.device)
     given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)                 # 'auto': the memory plan decides (06c_memory)
     if lean_malloc and device == "cpu": lean_cpu_malloc()
