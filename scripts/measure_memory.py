@@ -26,7 +26,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
     from wronai.lora import add_lora
     from wronai.quant import load_quantized
     from wronai.runs import WronaiTrainer
-    from wronai.bench import PeakMemory, _anon
+    from wronai.runs import PeakMemory, anon_mb
     from wronai.tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
     from wronai.train import training_arguments
     cfg = load_config(config, [*overrides, f"training.per_device_train_batch_size={batch}", "training.gradient_accumulation_steps=1",
@@ -34,7 +34,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
                                f"data.max_seq_length={seq}", "monitoring.report_to=[]"])
     cuda = torch.cuda.is_available()
     tok = prepare_tokenizer(cfg)
-    rss0 = _anon()
+    rss0 = anon_mb()
     model = load_quantized(cfg)
     model = add_lora(model, cfg, token_indices(model, resize_with_piece_mean(model, tok)))
     args, _, _ = training_arguments(cfg, "/tmp/wronai-measure-memory", max_steps=steps)
@@ -44,7 +44,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
             for ids in torch.randint(100, len(tok) - 20, (batch * steps, seq), generator=g).tolist()]
     trainer = WronaiTrainer(model=model, args=args, train_dataset=data, data_collator=pad_collator(tok), processing_class=tok)
     ctypes.CDLL("libc.so.6").malloc_trim(0)                                         # hand what loading freed back to the system
-    rss1 = _anon()
+    rss1 = anon_mb()
     if cuda: torch.cuda.empty_cache()                                             # PeakMemory resets the peak
     t = time.time()
     with PeakMemory("cuda" if cuda else "cpu") as peak: trainer.train()

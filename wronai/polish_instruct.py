@@ -13,7 +13,7 @@ import functools, hashlib, json, random, re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import cache_dir, write_atomic
+from .models import cache_dir, write_dataset
 from .tokens import REGISTERS
 
 # %% ../nbs/05b_polish_instruct.ipynb #94340ae5
@@ -348,14 +348,7 @@ def build(out=None, seed=42, sizes=None, test_per_family=100, validation_per_fam
                                   "rejected_unknown_words": rejected, "dropped_ambiguous": len(ambiguous),
                                   "dropped_second_opinion": disagreed, "unchecked": unchecked}
     stats["train_examples"], stats["validation_examples"], stats["test_examples"] = len(train), len(validation), len(test)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in [("train.jsonl", train), ("validation.jsonl", validation), ("test.jsonl", test)]:
-        data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
-        write_atomic(out/name, data)                                            # each file whole or not at all
-        stats[f"sha256_{name}"] = hashlib.sha256(data).hexdigest()
-    write_atomic(out/"README.md", card(stats))
-    write_atomic(out/"stats.json", json.dumps(stats, indent=1, ensure_ascii=False, sort_keys=True) + "\n")   # last: the build is complete
-    return stats
+    return write_dataset(out, {"train.jsonl": train, "validation.jsonl": validation, "test.jsonl": test}, stats, card)
 
 def card(stats):
     "The dataset card: what, how, sources with licenses, counts per family."

@@ -14,7 +14,7 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .models import cache_dir, write_atomic
+from .models import cache_dir, write_dataset
 
 # %% ../nbs/05a_prose.ipynb #5e7e30ec
 DEBIAN_PROSE = {  # package: (license, format, folder of the documents inside the package)
@@ -253,14 +253,8 @@ def build_prose(out=None, cache=None, packages=None, seed=42):
              **{split: {"documents": len({r["doc"] for r in rs}), "paragraphs": len(rs), "words": _words(rs)} for split, rs in rows.items()}}
     tasks = task_rows({split: [r["text"] for r in rs] for split, rs in rows.items()}, seed)
     stats["tasks"] = {f: {f"{s}_examples": sum(r["family"] == f for r in tasks[s]) for s in tasks} for f in TASK_SIZES}
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rs in [*rows.items(), *((f"tasks_{s}", rs) for s, rs in tasks.items())]:
-        data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rs).encode()
-        write_atomic(out/f"{name}.jsonl", data)
-        stats[f"sha256_{name}.jsonl"] = hashlib.sha256(data).hexdigest()
-    write_atomic(out/"README.md", prose_card(stats).encode())
-    write_atomic(out/"stats.json", (json.dumps(stats, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode())   # last: the build is complete
-    return stats
+    files = {f"{name}.jsonl": rs for name, rs in [*rows.items(), *((f"tasks_{s}", rs) for s, rs in tasks.items())]}
+    return write_dataset(out, files, stats, prose_card)
 
 
 def prose_card(stats):

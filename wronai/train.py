@@ -17,7 +17,7 @@ from .data import PackedCollator, load_data, pack, pad_collator, perplexity
 from .lora import add_lora, trainable_report
 from .models import PACKAGED, MiB, model_path, pick_device, pick_optim, pick_precision
 from .quant import cpu_flags, load_quantized
-from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, peak_memory_mb
+from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, PeakMemory
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import load_config, repo_path
 from .preflight import check
@@ -164,7 +164,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         tp, stop = Throughput(), StopOnInterrupt()
         trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, eval_dataset=s.eval, data_collator=s.collator,
                                 processing_class=s.tokenizer, callbacks=[tp, stop, *callbacks])
-        try: trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        try:
+            with PeakMemory(device) as peak: trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         except NonFiniteLoss as e:
             raise NonFiniteLoss(f"{e}. Last good checkpoint: {latest_checkpoint(out) or 'none yet'}. Lower training.learning_rate "
                                 "or check the data, then start again or continue with --resume.") from None
@@ -175,7 +176,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
            "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes + ([auto] if auto else []),
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
            "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "cpu_flags": cpu_flags(), "tokens": tp.tokens,
-           "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak_memory_mb(device),
+           "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak.peak,
            "adapter_sha256": adapter_checksum(s.model), "log_history": trainer.state.log_history}
     print(f"rank {args.process_index}/{args.world_size}: adapter sha256 {res['adapter_sha256']}", flush=True)
     if args.should_save:
@@ -241,7 +242,7 @@ def summary(res):
              f"training loss      {res['train_loss_first']:.3f} -> {res['train_loss_last']:.3f}",
              f"validation ppl     {b['perplexity']:.2f} -> {a['perplexity']:.2f}  (loss per token {b['loss']:.3f} -> {a['loss']:.3f})",
              f"throughput         {res['tokens_per_second']:.0f} tokens/s ({res['tokens']} tokens in {res['train_seconds']:.0f} s of steps)",
-             f"peak memory        {res['peak_memory_mb']:.0f} MiB ({'allocated on CUDA' if res['device'] == 'cuda' else 'resident'}, this process since it started)",
+             f"peak memory        {res['peak_memory_mb']:.0f} MiB ({'allocated on CUDA' if res['device'] == 'cuda' else 'anonymous resident'}, highest while training)",
              f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)" if res["interrupted"] else "")]
     return "\n".join(lines)
 
