@@ -18,7 +18,8 @@ The lent machine that made benchmarks/cuda_h100.json had no wronai install; it w
    compute, LoRA r=16 on all seven projections, trainable rows for the Polish tags, paged AdamW), then a few
    optimizer steps of `WronaiTrainer` on fixed-length batches for several sequence lengths, batch sizes, and
    checkpointing on and off: peak allocated memory, and tokens per second after one warm-up step.
-5. `recipe_data` (not in the default parts; run it in a process of its own, so that its peak is its own): `wronai.train.train`
+5. `recipe_data` (not in the default parts; run it in a process of its own, so that its peak is its own):
+   `wronai.train.train`
    with configs/default.yaml unchanged on that model, 8 optimizer steps of 1 x 16 sequences of the real mixed data,
    longest batch first (length grouping): the recipe's peak memory as a user meets it.
 
@@ -31,8 +32,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))                                                     # the checkout's wronai, installed or not
-PLANS = [  # (sequence length, batch size, gradient checkpointing): checkpointing off first, since the Trainer only turns it on
+# the checkout's wronai, installed or not
+sys.path.insert(0, str(ROOT))
+# (sequence length, batch size, gradient checkpointing): checkpointing off first, since the Trainer only turns it on
+PLANS = [
     (512, 1, False), (2048, 1, False), (256, 8, False),
     (512, 1, True), (2048, 1, True), (1024, 4, True), (4096, 1, True)]
 
@@ -61,15 +64,18 @@ def _codes(packed): return torch.stack([packed >> 4, packed & 15], -1).flatten()
 
 
 def nf4(device):
-    "wronai's NF4 codes and absmax against bitsandbytes' kernels on `device`, plain and double-quantized; where codes differ, by how much and how near a boundary."
+    """wronai's NF4 codes and absmax against bitsandbytes' kernels on `device`, plain and double-quantized; where codes
+    differ, by how much and how near a boundary."""
     import bitsandbytes.functional as F
     from wronai.quant import dequantize_nf4, nf4_levels, quantize_nf4
     torch.manual_seed(0)
     out, lv = {}, nf4_levels()
     for shape in [(4096, 4096), (14336, 4096), (1000, 37)]:
-        w = torch.randn(shape, device=device) * 0.02                             # float32, as 03_quantization compares them
+        # float32, as 03_quantization compares them
+        w = torch.randn(shape, device=device) * 0.02
         q, st = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=False)
-        levels = lv.to(device)                                                   # ours runs on the same device, in float32
+        # ours runs on the same device, in float32
+        levels = lv.to(device)
         packed, absmax = quantize_nf4(w, levels=levels)
         ours = dequantize_nf4(packed, absmax, shape, levels=levels).cpu()
         packed, absmax = packed.cpu(), absmax.cpu()
@@ -77,14 +83,17 @@ def nf4(device):
         q2, st2 = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
         a, b = _codes(packed), _codes(q.flatten().cpu())
         diff = (a != b).nonzero().flatten()
-        r = {"values": w.numel(), "codes_equal": bool(torch.equal(q.flatten().cpu(), packed)), "codes_differing": diff.numel(),
+        r = {"values": w.numel(), "codes_equal": bool(torch.equal(q.flatten().cpu(), packed)),
+             "codes_differing": diff.numel(),
              "absmax_max_diff": float((st.absmax.float().cpu() - absmax).abs().max()),
              "dequant_max_diff": float((ours - theirs).abs().max()),
              "double_quant_error_vs_plain": float((F.dequantize_4bit(q2, st2).float().cpu() - theirs).abs().max())}
         if diff.numel():
-            x = (w.flatten().cpu()[diff] / absmax[diff // 64]).double()            # the scaled value each code was chosen for
+            # the scaled value each code was chosen for
+            x = (w.flatten().cpu()[diff] / absmax[diff // 64]).double()
             lo, hi = torch.minimum(a[diff], b[diff]), torch.maximum(a[diff], b[diff])
-            mid = (lv.double()[lo] + lv.double()[hi]) / 2                          # the boundary between the two levels picked
+            # the boundary between the two levels picked
+            mid = (lv.double()[lo] + lv.double()[hi]) / 2
             r.update(max_level_steps=int((hi - lo).max()), max_distance_from_boundary=float((x - mid).abs().max()))
         out["x".join(map(str, shape))] = r
     return out
@@ -94,7 +103,8 @@ def matmul_peak(device, n=8192, reps=10):
     "Dense matrix-product rate in TFLOP/s for bf16 and fp16 (mean of `reps` after 3 warm-ups, random data)."
     if device != "cuda": n, reps = 1024, 3
     out = {"n": n}
-    for name, dt in [("bf16", torch.bfloat16), ("fp16", torch.float16)] if device == "cuda" else [("fp32", torch.float32)]:
+    for name, dt in [("bf16", torch.bfloat16),
+                     ("fp16", torch.float16)] if device == "cuda" else [("fp32", torch.float32)]:
         a, b = (torch.randn(n, n, device=device, dtype=dt) for _ in range(2))
         for _ in range(3): a @ b
         _sync(); t = time.perf_counter()
@@ -105,7 +115,8 @@ def matmul_peak(device, n=8192, reps=10):
 
 
 def random_model_dir(config, tokenizer_dir, out, dtype):
-    "Save a model of `config`'s shape with random weights (transformers' own initialisation) and the tokenizer in `tokenizer_dir` to `out`."
+    """Save a model of `config`'s shape with random weights (transformers' own initialisation) and the tokenizer in
+    `tokenizer_dir` to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
@@ -126,30 +137,39 @@ def train_small(small, work, tiny):
     from wronai.infer import Sampling, answer, load_adapter
     from wronai.train import train
     config = AutoConfig.from_pretrained(small)
-    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=16))
     mdir = Path(work)/"small-random"
     n = random_model_dir(config, small, mdir, torch.bfloat16)
     steps = 6 if tiny else 30
-    out = {"parameters": n, "note": "random weights: the losses show that the path runs and stays finite, nothing about quality"}
+    out = {"parameters": n,
+           "note": "random weights: the losses show that the path runs and stays finite, nothing about quality"}
     for prec in ["bf16", "fp16"]:
         half = {"bf16": "bfloat16", "fp16": "float16"}[prec]
         cfg = load_config(ROOT/"configs/quick_test.yaml", [
-            f"model.name={mdir}", f"model.dtype={half}", f"quantization.bnb_4bit_compute_dtype={half}", f"training.precision={prec}",
+            f"model.name={mdir}", f"model.dtype={half}", f"quantization.bnb_4bit_compute_dtype={half}",
+            f"training.precision={prec}",
             "training.optim=paged_adamw_32bit", "training.gradient_checkpointing=true", f"training.max_steps={steps}",
-            "training.logging_steps=5", f"training.eval_steps={steps}", f"training.save_steps={steps}", "monitoring.report_to=[]",
+            "training.logging_steps=5", f"training.eval_steps={steps}", f"training.save_steps={steps}",
+            "monitoring.report_to=[]",
             "data.max_examples=400", "data.max_eval_examples=32"])
         t = time.time()
         if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
         res = train(cfg, output_dir=Path(work)/f"small-{prec}")
         losses = [h["loss"] for h in res["log_history"] if "loss" in h]
-        r = {k: res[k] for k in ("device", "steps", "notes", "train_loss_first", "train_loss_last", "tokens_per_second", "peak_memory_mb")}
-        r.update(eval_loss_before=res["eval_before"]["loss"], eval_loss_after=res["eval_after"]["loss"], all_losses_finite=all(map(_finite, losses)),
+        r = {k: res[k]
+             for k in ("device", "steps", "notes", "train_loss_first", "train_loss_last", "tokens_per_second",
+                       "peak_memory_mb")}
+        r.update(eval_loss_before=res["eval_before"]["loss"], eval_loss_after=res["eval_after"]["loss"],
+                 all_losses_finite=all(map(_finite, losses)),
                  wall_seconds=round(time.time() - t, 1))
         cfg2, tok, model = load_adapter(res["output_dir"])
         r["compute_dtype"] = str(next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)).compute_dtype)
         r["answer"] = answer(model, tok, "Jak się nazywa stolica Polski?", Sampling(max_new_tokens=16))
-        from wronai.infer import prompt_for                                       # what was generated before the answer was cut out
-        ids = tok(prompt_for("Jak się nazywa stolica Polski?", tok), return_tensors="pt", add_special_tokens=False).to(model.device)
+        # what was generated before the answer was cut out
+        from wronai.infer import prompt_for
+        ids = tok(prompt_for("Jak się nazywa stolica Polski?", tok), return_tensors="pt",
+                  add_special_tokens=False).to(model.device)
         gen = model.generate(**ids, max_new_tokens=16, do_sample=False)[0, ids["input_ids"].shape[1]:]
         r["generated"] = tok.decode(gen, skip_special_tokens=False)
         r["answer_device"] = str(next(model.parameters()).device)
@@ -163,7 +183,8 @@ def _finite(x): return x == x and abs(x) != float("inf")
 
 
 def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
-    "Reference-recipe training steps on a random Mistral-7B-shaped model: load, then peak memory and speed for each plan."
+    """Reference-recipe training steps on a random Mistral-7B-shaped model: load, then peak memory and speed for each
+    plan."""
     from transformers import MistralConfig
     from wronai.bench import StepTimes
     from wronai.config import load_config
@@ -173,12 +194,16 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     from wronai.runs import WronaiTrainer
     from wronai.tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
     from wronai.train import training_arguments
-    config = MistralConfig()                                                      # its defaults are Mistral-7B-v0.1's shape
-    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4, num_key_value_heads=2))
+    # its defaults are Mistral-7B-v0.1's shape
+    config = MistralConfig()
+    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
+                                num_key_value_heads=2))
     mdir = Path(work)/"mistral-random"
     t = time.time()
     n = random_model_dir(config, tok_dir, mdir, torch.bfloat16)
-    out = {"parameters": n, "config": {k: getattr(config, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    out = {"parameters": n,
+           "config": {k: getattr(config, k)
+                      for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                                                      "num_attention_heads", "num_key_value_heads")},
            "build_seconds": round(time.time() - t, 1), "runs": []}
     cfg = load_config(ROOT/"configs/default.yaml", [f"model.name={mdir}", "monitoring.report_to=[]"])
@@ -191,13 +216,17 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     model = load_quantized(cfg)
     out["load_seconds"] = round(time.time() - t, 1)
     out["device_map"] = sorted({str(v) for v in getattr(model, "hf_device_map", {}).values()})
-    if cuda: out["after_load_mib"] = _mib(torch.cuda.memory_allocated()); out["load_peak_mib"] = _mib(torch.cuda.max_memory_allocated())
+    if cuda:
+        out["after_load_mib"] = _mib(torch.cuda.memory_allocated())
+        out["load_peak_mib"] = _mib(torch.cuda.max_memory_allocated())
     new = resize_with_piece_mean(model, tok)
     model = add_lora(model, _no_ckpt(cfg), token_indices(model, new))
     out["trainable"] = trainable_report(model)
     if cuda: out["after_lora_mib"] = _mib(torch.cuda.memory_allocated())
     for seq, bs, ckpt in plans:
-        if time.time() > deadline: out["runs"].append({"seq": seq, "batch": bs, "checkpointing": ckpt, "skipped": "out of time"}); continue
+        if time.time() > deadline:
+            out["runs"].append({"seq": seq, "batch": bs, "checkpointing": ckpt, "skipped": "out of time"})
+            continue
         r = {"seq": seq, "batch": bs, "checkpointing": ckpt}
         try:
             if not ckpt and getattr(model, "is_gradient_checkpointing", False): model.gradient_checkpointing_disable()
@@ -208,7 +237,8 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
             data = [{"input_ids": ids, "attention_mask": [1] * seq, "labels": ids, "kind": "text"}
                     for ids in torch.randint(100, 32000 if not tiny else 1000, (bs * steps, seq), generator=g).tolist()]
             timer = StepTimes()
-            trainer = WronaiTrainer(model=model, args=args, train_dataset=data, data_collator=pad_collator(tok), processing_class=tok,
+            trainer = WronaiTrainer(model=model, args=args, train_dataset=data, data_collator=pad_collator(tok),
+                                    processing_class=tok,
                                     callbacks=[timer])
             if cuda: torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
             trainer.train()
@@ -218,7 +248,8 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
             r["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             if cuda:
                 free, total = torch.cuda.mem_get_info()
-                r.update(peak_allocated_mib=_mib(torch.cuda.max_memory_allocated()), peak_reserved_mib=_mib(torch.cuda.max_memory_reserved()),
+                r.update(peak_allocated_mib=_mib(torch.cuda.max_memory_allocated()),
+                         peak_reserved_mib=_mib(torch.cuda.max_memory_reserved()),
                          device_used_after_mib=_mib(total - free))
             del trainer
         except Exception as e:
@@ -231,22 +262,28 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
 
 
 def recipe_data(tok_dir, work, tiny, steps=8):
-    "`wronai.train.train` itself with configs/default.yaml on the random Mistral-7B shape: its data, sequence length, batch and accumulation, as a user runs it."
+    """`wronai.train.train` itself with configs/default.yaml on the random Mistral-7B shape: its data, sequence length,
+    batch and accumulation, as a user runs it."""
     from transformers import MistralConfig
     from wronai.config import load_config
     from wronai.train import train
     mdir = Path(work)/"mistral-random"
     if not (mdir/"config.json").exists():
         config = MistralConfig()
-        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4, num_key_value_heads=2))
+        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
+                                    num_key_value_heads=2))
         random_model_dir(config, tok_dir, mdir, torch.bfloat16)
-    cfg = load_config(ROOT/"configs/default.yaml", [f"model.name={mdir}", "monitoring.report_to=[]", "training.eval_steps=1000",
-                                                    "training.save_steps=1000", "training.logging_steps=1", "data.max_eval_examples=32"])
+    cfg = load_config(ROOT/"configs/default.yaml",
+                      [f"model.name={mdir}", "monitoring.report_to=[]", "training.eval_steps=1000",
+                                                    "training.save_steps=1000", "training.logging_steps=1",
+                       "data.max_eval_examples=32"])
     if torch.cuda.is_available(): torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
     res = train(cfg, output_dir=Path(work)/"recipe", max_steps=steps)
     losses = [h["loss"] for h in res["log_history"] if "loss" in h]
-    out = {k: res[k] for k in ("device", "steps", "notes", "tokens", "tokens_per_second", "train_seconds", "peak_memory_mb")}
-    out.update(max_seq_length=cfg.data.max_seq_length, batch=cfg.training.per_device_train_batch_size, accumulation=cfg.training.gradient_accumulation_steps,
+    out = {k: res[k]
+           for k in ("device", "steps", "notes", "tokens", "tokens_per_second", "train_seconds", "peak_memory_mb")}
+    out.update(max_seq_length=cfg.data.max_seq_length, batch=cfg.training.per_device_train_batch_size,
+               accumulation=cfg.training.gradient_accumulation_steps,
                all_losses_finite=all(map(_finite, losses)), recipe_limit_mb=cfg.hardware.max_gpu_memory_mb)
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
@@ -260,16 +297,21 @@ def _no_ckpt(cfg):
 
 
 def _plan(cfg, bs, ckpt):
-    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, per_device_train_batch_size=bs, gradient_accumulation_steps=1,
+    return dataclasses.replace(cfg,
+                               training=dataclasses.replace(cfg.training, per_device_train_batch_size=bs,
+                                                            gradient_accumulation_steps=1,
                                                                  gradient_checkpointing=ckpt, group_by_length=False))
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", required=True, help="write the results here (rewritten after each part)")
-    ap.add_argument("--small", help="folder with SmolLM2-135M's config.json and tokenizer files (default: the packaged model's)")
-    ap.add_argument("--mistral-tokenizer", help="folder with Mistral-7B-v0.1's tokenizer (default: the packaged one, saved to --work)")
-    ap.add_argument("--work", default="/tmp/wronai-cuda", help="scratch folder for random models and runs (emptied first)")
+    ap.add_argument("--small",
+                    help="folder with SmolLM2-135M's config.json and tokenizer files (default: the packaged model's)")
+    ap.add_argument("--mistral-tokenizer",
+                    help="folder with Mistral-7B-v0.1's tokenizer (default: the packaged one, saved to --work)")
+    ap.add_argument("--work", default="/tmp/wronai-cuda",
+                    help="scratch folder for random models and runs (emptied first)")
     ap.add_argument("--parts", default="nf4,matmul_peak,train_small,mistral7b")
     ap.add_argument("--seconds", type=float, default=420, help="start no mistral7b plan after this many seconds")
     ap.add_argument("--tiny", action="store_true", help="toy shapes, to check this script (runs on CPU too)")

@@ -2,7 +2,8 @@
 
     python scripts/bench_generate.py --adapter runs/benchmark [--json benchmarks/quick_test_cpu_generate.json]
 
-- "NF4 base + adapter": how it was trained (bitsandbytes 4-bit base, peft LoRA beside each layer), as inference loads it:
+- "NF4 base + adapter": how it was trained (bitsandbytes 4-bit base, peft LoRA beside each layer), as inference loads
+  it:
   on a CPU with AVX512-BF16 bitsandbytes' fused 4-bit kernel runs it, and then a second row, "NF4 base + adapter,
   standard layout", times the same model with that kernel off (the layout training uses), in the same process;
 - "full base + adapter": the base in full precision (fp32 on CPU, bf16/fp16 on CUDA), LoRA still unmerged;
@@ -18,7 +19,7 @@ import torch
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--adapter", required=True, help="output folder of `wronai train` (holds wronai.yaml)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--prompts", type=int, default=16, help="held-out questions to generate for (default 16)")
@@ -27,7 +28,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try: sizes = [int(x) for x in a.batch_sizes.split(",")]
     except ValueError: ap.error(f"--batch-sizes must be comma-separated integers, got {a.batch_sizes!r}")
-    if a.prompts < 1 or a.new_tokens < 1 or min(sizes) < 1: ap.error("--prompts, --new-tokens and each batch size must be at least 1")
+    if a.prompts < 1 or a.new_tokens < 1 or min(sizes) < 1:
+        ap.error("--prompts, --new-tokens and each batch size must be at least 1")
 
     from wronai.evaluate import benchmark_rows
     from wronai.infer import generation_speed, load_adapter, merge, prompt_for
@@ -42,12 +44,14 @@ def main(argv=None):
     _, ftok, full = load_adapter(a.adapter, quantized=False)
     models = {"NF4 base + adapter": (nf4, tok)}
     dev = next(nf4.parameters()).device
-    fused = dev.type == "cpu" and _has_fused()                                      # its fused 4-bit CPU kernel needs AVX512-BF16
+    # its fused 4-bit CPU kernel needs AVX512-BF16
+    fused = dev.type == "cpu" and _has_fused()
     if fused: models["NF4 base + adapter, standard layout"] = (cpu_packing(load_adapter(a.adapter)[2], False), tok)
     models["full base + adapter"] = (full, ftok)
     with tempfile.TemporaryDirectory() as tmp:
         merge(a.adapter, Path(tmp)/"merged")
-        models["merged"] = (load_model(str(Path(tmp)/"merged"), cfg.model.dtype, cfg.hardware.device), AutoTokenizer.from_pretrained(Path(tmp)/"merged"))
+        models["merged"] = (load_model(str(Path(tmp)/"merged"), cfg.model.dtype, cfg.hardware.device),
+                            AutoTokenizer.from_pretrained(Path(tmp)/"merged"))
     runs = []
     for bs in sizes:
         for name, (model, t) in models.items():
@@ -60,12 +64,14 @@ def main(argv=None):
         r["speed_vs_merged"] = r["tokens_per_s"] / peer["tokens_per_s"]
         r["weights_vs_merged"] = r["weights_mib"] / peer["weights_mib"]
     out = dict(adapter=str(a.adapter), base_model=cfg.model.name, prompts=len(prompts), new_tokens=a.new_tokens,
-               device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+               device=torch.cuda.get_device_name(dev) if dev.type == "cuda"
+               else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
                torch=torch.__version__, runs=runs)
     if dev.type == "cpu":
         out["bnb_fused_cpu_4bit"] = fused
         out["cpu_flags"] = cpu_flags()
-    for r in runs: print(f"{r['model']:<20} batch {r['batch_size']:>2}: speed x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of merged")
+    for r in runs: print(f"{r['model']:<20} batch {r['batch_size']:>2}: speed "
+                         f"x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of " "merged")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -18,15 +18,16 @@ SETUP = """#| hide
 # On Google Colab: fetch the course, install it once, and work in its nbs/ folder. Anywhere else this cell does nothing.
 import importlib.util, os, shlex, subprocess, sys
 if importlib.util.find_spec("google.colab"):
-    _root = os.environ.get("WRONAI_COLAB_DIR", "/content/wronai")
-    if not os.path.isdir(_root): subprocess.run(["git", "clone", os.environ.get("WRONAI_REPO", "{git_url}"), _root], check=True)
+    _root, _repo = os.environ.get("WRONAI_COLAB_DIR", "/content/wronai"), os.environ.get("WRONAI_REPO", "{git_url}")
+    if not os.path.isdir(_root): subprocess.run(["git", "clone", _repo, _root], check=True)
     if not os.path.exists(f"{{_root}}/.colab-installed"):
         subprocess.run(shlex.split(os.environ.get("WRONAI_INSTALL", "make install")), cwd=_root, check=True)
         open(f"{{_root}}/.colab-installed", "w").close()
         print("Installed. If an import below fails, restart the session (Runtime > Restart session) and run again.")
     sys.path.insert(0, _root); os.chdir(f"{{_root}}/nbs")"""
 
-BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{user}/{repo}/blob/{branch}/nbs/{name})"
+BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+         "(https://colab.research.google.com/github/{user}/{repo}/blob/{branch}/nbs/{name})")
 
 
 def settings():
@@ -43,7 +44,8 @@ def lessons():
 def wanted(nb_path, s=None):
     "The badge and setup cell sources that `nb_path` should carry."
     s = s or settings()
-    return BADGE.format(user=s["user"], repo=s["repo"], branch=s["branch"], name=nb_path.name), SETUP.format(git_url=s["git_url"])
+    return BADGE.format(user=s["user"], repo=s["repo"], branch=s["branch"],
+                        name=nb_path.name), SETUP.format(git_url=s["git_url"])
 
 
 def _lines(text):
@@ -57,10 +59,13 @@ def refresh(nb_path, check=False):
     badge, setup = wanted(nb_path)
     cells = nb["cells"]
     kept = [c for c in cells if not ("colab-badge.svg" in "".join(c["source"]) or SETUP_MARK in "".join(c["source"]))]
-    title = next(i for i, c in enumerate(kept) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# "))
+    title = next(i for i, c in enumerate(kept) if c["cell_type"] == "markdown"
+                 and "".join(c["source"]).startswith("# "))
     old = {("badge" if "colab-badge.svg" in "".join(c["source"]) else "setup"): c for c in cells if c not in kept}
-    new_badge = {**old.get("badge", {"id": f"colab{nb_path.stem[:2]}b"}), "cell_type": "markdown", "metadata": {}, "source": _lines(badge)}
-    new_setup = {**old.get("setup", {"id": f"colab{nb_path.stem[:2]}s"}), "cell_type": "code", "metadata": {}, "execution_count": None,
+    new_badge = {**old.get("badge", {"id": f"colab{nb_path.stem[:2]}b"}), "cell_type": "markdown", "metadata": {},
+                 "source": _lines(badge)}
+    new_setup = {**old.get("setup", {"id": f"colab{nb_path.stem[:2]}s"}), "cell_type": "code", "metadata": {},
+                 "execution_count": None,
                  "outputs": [], "source": _lines(setup)}
     new_badge.pop("outputs", None); new_badge.pop("execution_count", None)
     result = kept[:title + 1] + [new_badge, new_setup] + kept[title + 1:]
@@ -75,7 +80,12 @@ def main(argv=None):
     check = "--check" in (argv if argv is not None else sys.argv[1:])
     stale = [p.name for p in lessons() if not refresh(p, check)]
     if check and stale:
-        print("Colab badge or setup cell missing or out of date in: " + ", ".join(stale) + "; run python scripts/colab_cells.py", file=sys.stderr)
+        print(
+            "Colab badge or setup cell missing or out of date in: "
+            + ", ".join(stale)
+            + "; run python scripts/colab_cells.py",
+            file=sys.stderr,
+        )
         return 1
     if stale: print("updated: " + ", ".join(stale))
     return 0

@@ -24,21 +24,25 @@ flags = get_config().tst_flags.split()                  # split as nbdev_test sp
 flagged = re.compile(r"^#\|\s*(%s)\s*$" % "|".join(map(re.escape, flags)), re.M) if flags else None
 
 def skip(cell):
-    """True for cells that are not run: markdown, and code flagged with a test flag. Every code cell starts without outputs:
-    execnb keeps a cell's old outputs when it prints nothing, and a stale warning would stay saved."""
+    """True for cells that are not run: markdown, and code flagged with a test flag. Every code cell starts without
+    outputs: execnb keeps a cell's old outputs when it prints nothing, and a stale warning would stay saved."""
     if cell.cell_type != "code": return True
     cell.outputs, cell.execution_count = [], None
     return bool(flagged and flagged.search(cell.source))
 
-PATHS = [(re.compile(re.escape(str(ROOT))), "<repo>"),                      # first: a checkout may itself sit in a temp or home folder
-         *[(re.compile(re.escape(p)), "<site-packages>") for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}],
+# first: a checkout may itself sit in a temp or home folder
+PATHS = [(re.compile(re.escape(str(ROOT))), "<repo>"),
+         *[(re.compile(re.escape(p)), "<site-packages>")
+           for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}],
          (re.compile(re.escape(str(Path(tempfile.gettempdir()).resolve())) + r"/[\w.-]+"), "<tmp>"),
-         (re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+"), "<tmp>"), (re.compile(re.escape(str(Path.home()))), "~")]
+         (re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+"), "<tmp>"),
+         (re.compile(re.escape(str(Path.home()))), "~")]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def clean_text(s):
-    "Text of an output (a string or a list of lines, returned as lines) without terminal control codes or this machine's paths."
+    """Text of an output (a string or a list of lines, returned as lines) without terminal control codes or this
+    machine's paths."""
     s = ANSI.sub("", "".join(s) if isinstance(s, list) else s)
     for pat, rep in PATHS: s = pat.sub(rep, s)
     return s.splitlines(keepends=True)
@@ -60,7 +64,8 @@ def tidy(nb):
             for k in ("text/plain", "text/html", "text/markdown"):
                 if k in data: data[k] = clean_text(data[k])
             if "image/png" in data: data["image/png"] = small_png(data["image/png"])
-            if WIDGET in data and len(data) > 1: del data[WIDGET]    # no kernel keeps its state: the static fallback stays
+            # no kernel keeps its state: the static fallback stays
+            if WIDGET in data and len(data) > 1: del data[WIDGET]
             if "traceback" in o: o["traceback"] = ["".join(clean_text(t)) for t in o["traceback"]]
 
 if __name__ == "__main__":

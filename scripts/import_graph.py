@@ -1,16 +1,18 @@
-"""Which wronai module imports which, read from the source (imports inside functions count too), and the layers they keep to.
+"""Which wronai module imports which, read from the source (imports inside functions count too), and the layers they
+keep to.
 
     python scripts/import_graph.py      # the table the README's Develop section shows; exit 1 on a cycle or an upward import
 
 A module may import only modules of earlier layers, so no import runs backwards and there can be no cycle.
 tests/test_layers.py asserts it.
-"""
+"""  # noqa: E501 (Markdown: a table row or a paragraph is one line)
 import ast, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# bottom to top, in STYLE.md's order (config -> models/tokens/quant -> lora/data -> train -> evaluate -> infer/serve/export -> cli):
+# bottom to top, in STYLE.md's order (config -> models/tokens/quant -> lora/data -> train -> evaluate ->
+# infer/serve/export -> cli):
 # each module imports only modules listed before it
 LAYERS = [
     ("config", "the YAML schema: types, ranges, keys that fit together; reads nothing but the file"),
@@ -57,8 +59,10 @@ def problems(g, layers=LAYERS):
     out = [f"{m}: in no layer (add it to LAYERS)" for m in g if m not in rank]
     for m, deps in g.items():
         for d in deps:
-            if d not in rank: out.append(f"{m} imports {d}, which is in no layer")
-            elif m in rank and rank[d] >= rank[m]: out.append(f"{m} imports {d}, a module of a later layer (an upward import)")
+            if d not in rank:
+                out.append(f"{m} imports {d}, which is in no layer")
+            elif m in rank and rank[d] >= rank[m]:
+                out.append(f"{m} imports {d}, a module of a later layer (an upward import)")
     return out
 
 def cycles(g):
@@ -82,7 +86,8 @@ def cycles(g):
 def table(g, layers=LAYERS):
     "The layers as a markdown table, bottom first: module, what it is for, the wronai modules it imports."
     rows = ["| layer | module | for | imports |", "|---|---|---|---|"]
-    rows += [f"| {i} | `{m}` | {what} | {', '.join(f'`{d}`' for d in g.get(m, [])) or '(none)'} |" for i, (m, what) in enumerate(layers)]
+    rows += [f"| {i} | `{m}` | {what} | {', '.join(f'`{d}`' for d in g.get(m, [])) or '(none)'} |" for i,
+             (m, what) in enumerate(layers)]
     return "\n".join(rows)
 
 if __name__ == "__main__":

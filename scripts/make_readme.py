@@ -21,8 +21,10 @@ def render(nb_path):
         elif cell["cell_type"] == "code":
             if not src.startswith("#| echo: false"): parts.append(f"```python\n{src}\n```")
             outs = cell.get("outputs", [])
-            # stdout only: what a library logs on stderr while a cell runs (a hub notice, a warning) is not the page's content
-            out = "".join("".join(o.get("text", "")) for o in outs if o.get("output_type") == "stream" and o.get("name") != "stderr")
+            # stdout only: what a library logs on stderr while a cell runs (a hub notice, a warning) is
+            # not the page's content
+            out = "".join("".join(o.get("text", "")) for o in outs if o.get("output_type") == "stream"
+                          and o.get("name") != "stderr")
             if out.strip(): parts.append(f"```\n{out.rstrip()}\n```")
             parts += ["".join(o["data"]["text/markdown"]).strip() for o in outs if "text/markdown" in o.get("data", {})]
     return "\n\n".join(parts) + "\n"

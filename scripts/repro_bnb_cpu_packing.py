@@ -26,10 +26,12 @@ def input_grad(layer, x):
 
 
 def main():
-    print(f"python {platform.python_version()}, torch {torch.__version__}, bitsandbytes {bnb.__version__}, {platform.machine()}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"bitsandbytes {bnb.__version__}, {platform.machine()}")
     print("has_avx512bf16():", bool(has_avx512bf16()))
     torch.manual_seed(0)
-    layer = bnb.nn.Linear4bit(256, 128, bias=False, compute_dtype=torch.float32, quant_type="nf4", compress_statistics=True)
+    layer = bnb.nn.Linear4bit(256, 128, bias=False, compute_dtype=torch.float32, quant_type="nf4",
+                              compress_statistics=True)
     layer.load_state_dict({"weight": torch.randn(128, 256)}, strict=False)
     layer = layer.to("cpu")                                  # quantizes to NF4 with double quantization
     x = torch.randn(4, 256)
@@ -39,15 +41,18 @@ def main():
     with torch.no_grad(): layer(x)                           # an evaluation pass, e.g. validation loss before training
     st = layer.weight.quant_state
     packed = getattr(st, "packing_format_for_cpu", False)
-    print(f"after one eval-mode forward: packing_format_for_cpu={packed}, absmax dtype {st.absmax.dtype}, nested={st.nested}")
+    print(f"after one eval-mode forward: packing_format_for_cpu={packed}, absmax "
+          f"dtype {st.absmax.dtype}, nested={st.nested}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         after = input_grad(layer, x)
     for w in caught: print("warning:", str(w.message).splitlines()[0][:160])
-    print(f"input gradient norm: before the eval pass {before.norm():.4f}, after it {'None' if after is None else f'{after.norm():.4f}'}")
+    print(f"input gradient norm: before the eval pass {before.norm():.4f}, after "
+          f"it {'None' if after is None else f'{after.norm():.4f}'}")
 
     if not packed:
-        print("this CPU never packs (no AVX512-BF16): the bug cannot be shown here" if not has_avx512bf16() else "not packed: no bug")
+        print("this CPU never packs (no AVX512-BF16): the bug cannot be shown here" if not has_avx512bf16()
+              else "not packed: no bug")
         return 2 if not has_avx512bf16() else 0
     lost = after is None or not torch.allclose(after, before, rtol=0.05, atol=1e-3 * before.abs().max().item())
     print("BUG: the gradient to the layer's input is lost after packing" if lost else "the gradient survives packing")

@@ -12,8 +12,9 @@
 
 The JSON has one row per notebook and run (`bf16`, `fp16`): passed, seconds, the GPU, the compute dtype wronai chose
 there (`dtype`) and the process's peak allocated GPU memory. Whatever did not start within `--budget` seconds is
-recorded as not run, so the command fits one short run on a borrowed GPU machine. On a machine without CUDA it says so and exits 2, unless
-`--cpu` is given, which runs the same plumbing on the CPU (precision float32) to test this script.
+recorded as not run, so the command fits one short run on a borrowed GPU machine. On a machine without CUDA it says
+so and exits 2, unless `--cpu` is given, which runs the same plumbing on the CPU (precision float32) to test this
+script.
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,11 @@ PRECISIONS = {"bf16": None, "fp16": "7.5"}            # name -> simulated comput
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default="benchmarks/notebooks_cuda.json", help="where the results go")
-    p.add_argument("--only", default="", help="comma-separated notebook names (stems, e.g. 03_quantization,04_lora) or .ipynb paths")
+    p.add_argument("--only", default="",
+                   help="comma-separated notebook names (stems, e.g. 03_quantization,04_lora) or .ipynb paths")
     p.add_argument("--precisions", default="bf16,fp16", help=f"comma-separated, from {sorted(PRECISIONS)}")
     p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: half the cores, 1 to 8)")
     p.add_argument("--budget", type=float, default=450, help="seconds; what has not started by then is not run")
@@ -36,7 +39,8 @@ def parse(argv):
     a = p.parse_args(argv)
     a.precisions = [x.strip() for x in a.precisions.split(",") if x.strip()]
     bad = [x for x in a.precisions if x not in PRECISIONS]
-    if bad or not a.precisions: p.error(f"--precisions: unknown {bad or 'empty list'}; choose from {sorted(PRECISIONS)}")
+    if bad or not a.precisions: p.error(f"--precisions: unknown {bad or 'empty list'}; choose from "
+                                        f"{sorted(PRECISIONS)}")
     nbs = sorted(q for q in (ROOT/"nbs").glob("*.ipynb") if not q.name.startswith("_"))
     if a.only:
         want = [x.strip() for x in a.only.split(",") if x.strip()]
@@ -52,7 +56,8 @@ def gpu_info():
     import torch
     if not torch.cuda.is_available(): return {"gpu": None}
     p = torch.cuda.get_device_properties(0)
-    return {"gpu": p.name, "capability": list(torch.cuda.get_device_capability()), "gpu_memory_mib": round(p.total_memory / 2**20)}
+    return {"gpu": p.name, "capability": list(torch.cuda.get_device_capability()),
+            "gpu_memory_mib": round(p.total_memory / 2**20)}
 
 
 def run_notebook(nb, precision, env, out_dir, timeout):
@@ -78,27 +83,33 @@ def main(argv=None):
     import torch
     if not a.cpu and not torch.cuda.is_available():
         print(f"make test-gpu needs a CUDA GPU, and this torch ({torch.__version__}) sees none "
-              "(torch.cuda.is_available() is False). Run it on a GPU runtime (on Colab: Runtime > Change runtime type > "
+              "(torch.cuda.is_available() is False). Run it on a GPU runtime (on "
+              "Colab: Runtime > Change runtime type > "
               "T4 GPU), or `python scripts/test_gpu.py --cpu` to check the script itself on the CPU.", file=sys.stderr)
         return 2
     t0, tmp = time.time(), Path(tempfile.mkdtemp(prefix="wronai-gpu-"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "WRONAI_TEST_FLAGS": "" if a.cpu else "gpu", "WRONAI_DEVICE_CHECK": "0"}   # the real device, not the CPU stand-in
+           # the real device, not the CPU stand-in
+           "WRONAI_TEST_FLAGS": "" if a.cpu else "gpu", "WRONAI_DEVICE_CHECK": "0"}
     if a.cpu: env["CUDA_VISIBLE_DEVICES"] = ""
     report = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                           **({"gpu": None} if a.cpu else gpu_info())},
-              "precisions": {p: (f"compute capability {c} simulated (a T4)" if c else "the card's own") for p, c in PRECISIONS.items()
+              "precisions": {p: (f"compute capability {c} simulated (a T4)" if c else "the card's own") for p,
+                             c in PRECISIONS.items()
                              if p in a.precisions},
               "notebooks": [], "pytest": None}
     quick = a.quick_run
     needs = [nb for nb in a.notebooks if "quick_run(" in nb.read_text(encoding="utf-8")]
     if needs and not quick:
         quick, t = str(tmp/"quick_test"), time.time()
-        r = subprocess.run([sys.executable, "scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir", quick],
+        r = subprocess.run([sys.executable, "scripts/train.py", "--config", "configs/quick_test.yaml", "--output-dir",
+                            quick],
                            cwd=ROOT, env=env, capture_output=True, text=True)
         report["quick_run"] = {"passed": r.returncode == 0, "seconds": round(time.time() - t, 1)}
-        print(f"shared quick_test run: {'ok' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s", flush=True)
+        print(f"shared quick_test run: {'ok' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s",
+              flush=True)
         if r.returncode != 0: report["quick_run"]["error"] = (r.stdout + r.stderr)[-3000:]
     if quick: env["WRONAI_QUICK_RUN"] = quick
     jobs = a.jobs or max(1, min(8, (os.cpu_count() or 2) // 2))
@@ -108,7 +119,8 @@ def main(argv=None):
     def one(item):
         nb, p = item
         left = a.budget - (time.time() - t0)
-        if left <= 0: return {"notebook": nb.stem, "run": p, "passed": False, "seconds": 0, "error": "not run: --budget spent"}
+        if left <= 0: return {"notebook": nb.stem, "run": p, "passed": False, "seconds": 0,
+                              "error": "not run: --budget spent"}
         row = run_notebook(nb, p, env, tmp, timeout=max(60, left + 120))
         print(f"{nb.stem} [{p}]: {'ok' if row['passed'] else 'FAILED'} in {row['seconds']:.0f} s", flush=True)
         return row
@@ -119,7 +131,8 @@ def main(argv=None):
         r = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "tests"], cwd=ROOT, env=env,
                            capture_output=True, text=True)
         lines = r.stdout.strip().splitlines()
-        report["pytest"] = {"passed": r.returncode == 0, "seconds": round(time.time() - t, 1), "summary": lines[-1] if lines else ""}
+        report["pytest"] = {"passed": r.returncode == 0, "seconds": round(time.time() - t, 1), "summary": lines[-1]
+                            if lines else ""}
         print(f"pytest -m gpu: {report['pytest']['summary']}", flush=True)
     report["seconds"] = round(time.time() - t0, 1)
     out = ROOT/a.json if not Path(a.json).is_absolute() else Path(a.json)

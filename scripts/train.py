@@ -1,7 +1,8 @@
 """The reference guide's training command: `python scripts/train.py --config configs/default.yaml`.
 
 The same as `wronai train --config ...` (see nbs/06_training.ipynb); every option of `wronai train` works here too.
-Under `accelerate launch --multi_gpu --num_processes N scripts/train.py --config ...` each process runs it (data parallel).
+Under `accelerate launch --multi_gpu --num_processes N scripts/train.py --config ...` each process runs it (data
+parallel).
 """
 import sys
 

@@ -39,7 +39,8 @@ MOVES = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu}
 ALLOWED = {torch.Tensor.copy_, torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.index_select,
            torch.Tensor.data_ptr, torch.Tensor.__repr__, torch.Tensor.__format__}   # CUDA takes a CPU index or source
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # wronai, its scripts and tests
-TOKENIZERS = os.sep + "tokenization_utils"                                 # transformers' BatchEncoding.convert_to_tensors
+# transformers' BatchEncoding.convert_to_tensors
+TOKENIZERS = os.sep + "tokenization_utils"
 CELLS = "<ipython-input-"                                                     # IPython's name for a cell's code
 
 
@@ -96,7 +97,8 @@ def _origin():
     return _innermost(lambda name: name.startswith(REPO) or name.startswith(CELLS))
 
 
-_PARAM_TYPES = {}                                   # type -> is it a Parameter type (isinstance goes through Python here)
+# type -> is it a Parameter type (isinstance goes through Python here)
+_PARAM_TYPES = {}
 
 
 def _is_param(t):
@@ -154,7 +156,8 @@ class DeviceCheck(TorchFunctionMode):
             _mark(p, getattr(data, "_wronai_kind", NONE), params=True)
             return p
         M, module_to = torch.nn.Module, torch.nn.Module.to
-        def to(mod, *args, **kwargs):                       # Module.to parses its device anew: follow a host device by hand
+        # Module.to parses its device anew: follow a host device by hand
+        def to(mod, *args, **kwargs):
             kind = _device_kind(kwargs.get("device", args[0] if args else None))
             out = module_to(mod, *args, **kwargs)
             if kind[0] == HOST:
@@ -162,15 +165,18 @@ class DeviceCheck(TorchFunctionMode):
             return out
         from transformers.generation.utils import GenerationMixin
         G, generate = GenerationMixin, GenerationMixin.generate
-        def checked_generate(model, *args, **kwargs):       # its inputs checked, then transformers' own (CUDA-tested) loop
+        # its inputs checked, then transformers' own (CUDA-tested) loop
+        def checked_generate(model, *args, **kwargs):
             params = next(model.parameters(), None)
             for t in [*args, *kwargs.values()]:
-                if isinstance(t, torch.Tensor) and params is not None: self._check(None, (t, params), {}, name="generate")
+                if isinstance(t, torch.Tensor) and params is not None: self._check(None, (t, params), {},
+                                                                                   name="generate")
             if torch.overrides._get_current_function_mode() is not self: return generate(model, *args, **kwargs)
             with torch.overrides._pop_mode_temporarily(): return generate(model, *args, **kwargs)
         from transformers import PreTrainedModel as PM
         loader = PM.__dict__["from_pretrained"]
-        def from_pretrained(cls, *args, **kwargs):          # no device_map: transformers loads onto the CPU, a host model
+        # no device_map: transformers loads onto the CPU, a host model
+        def from_pretrained(cls, *args, **kwargs):
             model = loader.__func__(cls, *args, **kwargs)
             if kwargs.get("device_map") is None:
                 kind = (HOST, _origin())
@@ -208,7 +214,8 @@ class DeviceCheck(TorchFunctionMode):
             return out
         if func == _DATA_SET:                               # param.data = t: on CUDA the parameter moves to t's device
             kp, kn = _kind(args[0]), _kind(args[1])
-            same = args[0].numel() and args[1].numel() and args[0].data_ptr() == args[1].data_ptr()   # its own data again
+            # its own data again
+            same = args[0].numel() and args[1].numel() and args[0].data_ptr() == args[1].data_ptr()
             if kp[0] == MODEL and kn[0] == HOST and args[1].dim() > 0 and not same:
                 self._fail(f"a model parameter is given the data of a tensor made without device= at {kn[1]}, in "
                            f"{_caller()}: on CUDA the parameter would move to the cpu and the next forward fail")
@@ -231,8 +238,10 @@ class DeviceCheck(TorchFunctionMode):
         if func is torch.Tensor.numpy and model is not None:
             self._fail(f"can't convert a model tensor (cuda on a GPU) to numpy: call .cpu() first, in {_caller()}")
         if host and model and func not in ALLOWED:
-            self._fail(f"Expected all tensors to be on the same device: {name or getattr(func, '__name__', func)} in {_caller()} "
-                       f"mixes the model's tensors with a tensor made without device= at {host[1]} (on CUDA the model's "
+            self._fail("Expected all tensors to be on the same device: "
+                       f"{name or getattr(func, '__name__', func)} in {_caller()} "
+                       "mixes the model's tensors with a tensor made without device= at "
+                       f"{host[1]} (on CUDA the model's "
                        f"tensors are on cuda and that one on cpu; move it with .to(model.device))")
         return host, model
 

@@ -25,13 +25,15 @@ if os.environ.get("WRONAI_GPU_CAPABILITY") and cuda:
     torch.cuda.get_device_capability = lambda device=None: cap
 if os.environ.get("WRONAI_DEVICE_CHECK", "1") != "0" and not cuda:
     from _device_check import DeviceCheck
-    DeviceCheck().__enter__()                               # for the whole run: the notebook's cells execute in this thread
+    # for the whole run: the notebook's cells execute in this thread
+    DeviceCheck().__enter__()
 ok, secs = test_nb(Path(sys.argv[1]), skip_flags=sorted(flags - forced), showerr=True)
 print(f"{Path(sys.argv[1]).name}: {'ok' if ok else 'FAILED'} in {secs:.1f} s (skipped flags: {sorted(flags - forced)})")
 if os.environ.get("WRONAI_RESULT_JSON"):
     from wronai.models import pick_dtype
     dev = "cuda" if cuda else "cpu"
-    res = {"passed": bool(ok), "notebook_seconds": round(secs, 1), "device": dev, "dtype": str(pick_dtype("auto", dev)[0]).removeprefix("torch.")}
+    res = {"passed": bool(ok), "notebook_seconds": round(secs, 1), "device": dev,
+           "dtype": str(pick_dtype("auto", dev)[0]).removeprefix("torch.")}
     if cuda: res.update(gpu=torch.cuda.get_device_name(), capability_seen=list(torch.cuda.get_device_capability()),
                         peak_allocated_mib=round(torch.cuda.max_memory_allocated() / 2**20))
     Path(os.environ["WRONAI_RESULT_JSON"]).write_text(json.dumps(res))

@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # every process gets its share of the cores: with pytest-xdist's N workers, cores/N each (the shared run too); in one
 # pytest process, half while the shared run works and all of them after. Set OMP_NUM_THREADS yourself to fix the number.
 CORES = os.cpu_count() or 2
-FIXED = "OMP_NUM_THREADS" in os.environ and os.environ["OMP_NUM_THREADS"] != os.environ.get("WRONAI_TEST_OMP")   # not ours: the user's
+# not ours: the user's
+FIXED = "OMP_NUM_THREADS" in os.environ and os.environ["OMP_NUM_THREADS"] != os.environ.get("WRONAI_TEST_OMP")
 WRONAI = ("-c", "from wronai.cli import main; raise SystemExit(main())")
-WAIT_LIMIT = 3 * 3600                                                  # seconds a test waits for the shared run before it fails
+# seconds a test waits for the shared run before it fails
+WAIT_LIMIT = 3 * 3600
 WORKERS, STARTER, SHARED = 1, True, None                               # set in pytest_configure
 
 def threads(n):
@@ -37,16 +39,20 @@ def pytest_configure(config):
     global WORKERS, STARTER, SHARED
     config.addinivalue_line("markers", "quick_run: needs the session's shared quick_test run (tests/conftest.py)")
     config.addinivalue_line("markers", "gpu: needs CUDA; `make test-gpu` runs these (pytest -m gpu)")
-    config.addinivalue_line("markers", "xdist_group(name): tests that share an expensive fixture run in one pytest-xdist worker")
-    worker = getattr(config, "workerinput", None)                      # pytest-xdist's worker; None in its controller or plain pytest
+    config.addinivalue_line("markers",
+                            "xdist_group(name): tests that share an expensive fixture run in one pytest-xdist worker")
+    # pytest-xdist's worker; None in its controller or plain pytest
+    worker = getattr(config, "workerinput", None)
     WORKERS, STARTER = (worker["workercount"] if worker else 1), worker is None
     if not FIXED: threads(max(1, CORES // 2 if WORKERS == 1 else CORES // WORKERS))
     if STARTER and not config.option.collectonly:
-        os.environ["WRONAI_SHARED_DIR"] = tempfile.mkdtemp(prefix="wronai-shared-")     # before xdist starts its workers, which inherit it
+        # before xdist starts its workers, which inherit it
+        os.environ["WRONAI_SHARED_DIR"] = tempfile.mkdtemp(prefix="wronai-shared-")
     if "WRONAI_SHARED_DIR" in os.environ: SHARED = Shared(os.environ["WRONAI_SHARED_DIR"])
 
 class Shared:
-    "The shared run's folder: started at most once per session (by whoever collects a test that needs it), waited for by all."
+    """The shared run's folder: started at most once per session (by whoever collects a test that needs it), waited for
+    by all."""
     def __init__(self, folder):
         self.tmp = Path(folder)
         given = os.environ.get("WRONAI_QUICK_RUN")
@@ -58,8 +64,10 @@ class Shared:
         try: os.close(os.open(self.tmp/"started", os.O_CREAT | os.O_EXCL))
         except FileExistsError: return
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        p = subprocess.Popen([sys.executable, str(ROOT/"tests"/"_shared_run.py"), str(self.tmp), str(self.out)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=(self.tmp/"runner.log").open("w"), start_new_session=True)
+        p = subprocess.Popen([sys.executable, str(ROOT/"tests"/"_shared_run.py"), str(self.tmp), str(self.out)],
+                             cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=(self.tmp/"runner.log").open("w"),
+                             start_new_session=True)
         (self.tmp/"pid").write_text(str(p.pid))
 
     def alive(self):
@@ -74,21 +82,26 @@ class Shared:
             if not (self.tmp/"started").exists(): pytest.fail("the shared run was not started (conftest.py)")
             if (self.tmp/"pid").exists() and not self.alive() and not marker.exists():
                 log = self.tmp/"runner.log"
-                pytest.fail(f"the shared run ended before its {step} step was done:\n{log.read_text()[-3000:] if log.exists() else ''}")
+                pytest.fail(f"the shared run ended before its {step} step was "
+                            f"done:\n{log.read_text()[-3000:] if log.exists() else ''}")
             if time.time() - t0 > WAIT_LIMIT: pytest.fail(f"the shared run's {step} step took over {WAIT_LIMIT} s")
             time.sleep(1)
         info = json.loads(marker.read_text())
-        assert info["returncode"] == 0, f"shared {step} failed after {info['seconds']} s:\n{info['stdout']}\n{info['stderr']}"
+        assert info["returncode"] == 0, (f"shared {step} failed after {info['seconds']} "
+                                         f"s:\n{info['stdout']}\n{info['stderr']}")
         print(f"shared {step}: {info['seconds']} s\n{info['stdout'][-700:]}")
         if WORKERS == 1 and not FIXED and step == "eval": threads(CORES)    # the cores are free again
 
 def _needs(item):
-    return bool({"quick_run", "quick_eval", "chat_answers"} & set(getattr(item, "fixturenames", ()))) or item.get_closest_marker("quick_run") is not None
+    return bool({"quick_run", "quick_eval",
+                 "chat_answers"} & set(getattr(item, "fixturenames",
+                                               ()))) or item.get_closest_marker("quick_run") is not None
 
 @pytest.hookimpl(trylast=True)                                 # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
     "Tests that need the shared run go last; the run starts now, in the background, if any of them was collected."
-    need = sorted((i for i in items if _needs(i)), key=lambda i: "quick_eval" in getattr(i, "fixturenames", ()))   # the evaluation comes last
+    # the evaluation comes last
+    need = sorted((i for i in items if _needs(i)), key=lambda i: "quick_eval" in getattr(i, "fixturenames", ()))
     items[:] = [i for i in items if not _needs(i)] + need
     if need and SHARED is not None and not config.option.collectonly: SHARED.start()
 
@@ -97,7 +110,8 @@ def pytest_runtest_setup(item):
     if WORKERS == 1 and not FIXED and SHARED is not None and (SHARED.tmp/"eval.done").exists(): threads(CORES)
 
 def pytest_sessionfinish(session, exitstatus):
-    "The process that made the shared folder stops what still runs there (a session cut short by -x or Ctrl-C) and removes it."
+    """The process that made the shared folder stops what still runs there (a session cut short by -x or Ctrl-C) and
+    removes it."""
     if not (STARTER and SHARED is not None): return
     try: os.killpg(int((SHARED.tmp/"pid").read_text()), signal.SIGTERM)
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError): pass
@@ -111,17 +125,21 @@ def quick_run():
     assert (SHARED.out/"train_results.json").exists(), f"{SHARED.out}: no train_results.json"
     return SHARED.out
 
-Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"   # the questions tests ask the tuned model
+# the questions tests ask the tuned model
+Q1, Q2 = "Podaj liczbę mnogą słowa „kot”.", "Jak się mówi „dziękuję” nieformalnie?"
 CHAT_TOKENS = 32
 
 @pytest.fixture(scope="session")
 def chat_answers(quick_run):
-    "`wronai chat --prompt` on the shared run: Q1 in the formal register and Q2 in the informal one (test_main_job and test_serve compare with them)."
+    """`wronai chat --prompt` on the shared run: Q1 in the formal register and Q2 in the informal one (test_main_job and
+    test_serve compare with them)."""
     out = {}
     for reg, q in [("formal", Q1), ("informal", Q2)]:
-        r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(quick_run), "--prompt", q, "--register", reg,
+        r = subprocess.run([sys.executable, *WRONAI, "chat", "--adapter", str(quick_run), "--prompt", q, "--register",
+                            reg,
                             "--max-new-tokens", str(CHAT_TOKENS)], cwd=ROOT,
-                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, capture_output=True, text=True, timeout=900)
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, capture_output=True,
+                           text=True, timeout=900)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         out[reg] = r.stdout
     return out

@@ -1,4 +1,5 @@
-"""Bad input, as a careless or hostile user gives it: every case is one clear message and exit 2, before any model loads.
+"""Bad input, as a careless or hostile user gives it: every case is one clear message and exit 2, before any model
+loads.
 
 Each command runs as its own process through `wronai.cli.main`, with a probe that counts model loads
 (`PreTrainedModel.from_pretrained`, wrapped the moment transformers defines it) and writes the count at exit. A case
@@ -39,19 +40,23 @@ sys.exit(main(sys.argv[1:]))
 """
 
 def wronai(tmp_path, *args, cwd=ROOT, timeout=600, env=None):
-    "Exit code, stderr, stdout and the model classes loaded, of `wronai *args` in a fresh process (`env`: more environment variables)."
+    """Exit code, stderr, stdout and the model classes loaded, of `wronai *args` in a fresh process (`env`: more
+    environment variables)."""
     log = LOGS/f"{time.monotonic_ns()}.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WRONAI_LOAD_LOG": str(log), **(env or {})}
-    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=timeout)
     return r.returncode, r.stderr, r.stdout, json.loads(log.read_text()) if log.exists() else None
 
 def snapshot(folder):
     "Every file under `folder` with its size and modification time (an empty dict when there is no such folder)."
     folder = Path(folder)
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")} if folder.exists() else {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")} if folder.exists() else {}
 
 def refused(tmp_path, args, named, code=2, out=None, cwd=ROOT, env=None):
-    "Assert that `wronai *args` exits `code`, names `named`, shows no traceback, loads no model and leaves `out` as it was."
+    """Assert that `wronai *args` exits `code`, names `named`, shows no traceback, loads no model and leaves `out` as it
+    was."""
     before = snapshot(out) if out else None
     rc, err, _, loads = wronai(tmp_path, *args, cwd=cwd, env=env)
     assert rc == code, f"exit {rc}, wanted {code}:\n{err[-3000:]}"
@@ -64,17 +69,25 @@ def refused(tmp_path, args, named, code=2, out=None, cwd=ROOT, env=None):
 @pytest.fixture
 def data(tmp_path):
     "A JSONL file of 20 good rows with two broken lines: truncated in the middle (line 11) and at the end (line 22)."
-    rows = [json.dumps({"instruction": f"Jak jest po polsku liczba {i}?", "output": f"To jest {i}."}, ensure_ascii=False) for i in range(20)]
-    lines = rows[:10] + ['{"instruction": "Pytanie bez odpowie'] + rows[10:] + ['{"instruction": "Ostatnie?", "output": "Ucię']
+    rows = [json.dumps({"instruction": f"Jak jest po polsku liczba {i}?", "output": f"To jest {i}."},
+                       ensure_ascii=False) for i in range(20)]
+    lines = (
+        rows[:10]
+        + ['{"instruction": "Pytanie bez odpowie']
+        + rows[10:]
+        + ['{"instruction": "Ostatnie?", "output": "Ucię']
+    )
     (tmp_path/"d.jsonl").write_text("\n".join(lines), encoding="utf-8")
     return tmp_path/"d.jsonl"
 
-# --- the config and the command line: checked by `wronai config check` and again at the start of every command ---------
+# --- the config and the command line: checked by `wronai config check` and again at the start of every command
+# ---------
 CONFIG_CASES = [
     (["--set", "training.learning_rate=.nan"], "training.learning_rate: must be a finite number"),
     (["--set", "training.learning_rate=inf"], "training.learning_rate: must be a finite number"),
     (["--set", "lora.lora_dropout=nan"], "lora.lora_dropout: must be a finite number"),
-    (["--set", "model.name=/nonexistent/dir"], "model.name: model '/nonexistent/dir' looks like a local path but no such folder exists"),
+    (["--set", "model.name=/nonexistent/dir"],
+     "model.name: model '/nonexistent/dir' looks like a local path but no such folder exists"),
     (["--set", "model.name=packaged:nope"], "model.name: unknown packaged model 'nope'"),
     (["--set", "model.name=a/b/c"], "model.name: model 'a/b/c' is neither"),
     (["--set", "data.max_seq_length=1"], "data.max_seq_length: must be at least"),
@@ -84,7 +97,9 @@ CONFIG_CASES = [
     (["--set", "training.max_steps"], "training.max_steps: an override must look like section.key=value"),
 ]
 
-@pytest.mark.parametrize("extra,named", CONFIG_CASES, ids=[c[0][1].split("=")[0] + ("=" + c[0][1].split("=")[1][:12] if "=" in c[0][1] else "") for c in CONFIG_CASES])
+@pytest.mark.parametrize("extra,named", CONFIG_CASES,
+                         ids=[c[0][1].split("=")[0] + ("=" + c[0][1].split("=")[1][:12] if "=" in c[0][1] else "")
+                              for c in CONFIG_CASES])
 def test_config_check_and_train_refuse_it_before_loading(tmp_path, extra, named):
     refused(tmp_path, ["config", "check", QUICK, *extra], named)
     out = tmp_path/"run"
@@ -93,7 +108,8 @@ def test_config_check_and_train_refuse_it_before_loading(tmp_path, extra, named)
 
 @pytest.mark.parametrize("steps", ["0", "-5", "ten"])
 def test_max_steps_must_be_positive(tmp_path, steps):
-    refused(tmp_path, ["train", "--config", QUICK, "--output-dir", tmp_path/"run", "--max-steps", steps], "argument --max-steps", out=tmp_path)
+    refused(tmp_path, ["train", "--config", QUICK, "--output-dir", tmp_path/"run", "--max-steps", steps],
+            "argument --max-steps", out=tmp_path)
 
 def test_key_given_twice(tmp_path):
     (tmp_path/"twice.yaml").write_text("model:\n  name: packaged:smollm2-135m\nlora:\n  r: 8\nmodel:\n  name: gpt2\n")
@@ -105,11 +121,13 @@ def test_binary_config(tmp_path):
 
 def test_relative_model_folder_that_is_missing_is_not_a_hub_id(tmp_path):
     (tmp_path/"models").mkdir()
-    err = refused(tmp_path, ["config", "check", QUICK, "--set", "model.name=models/mymodel"], "no folder 'models/mymodel'", cwd=tmp_path)
+    err = refused(tmp_path, ["config", "check", QUICK, "--set", "model.name=models/mymodel"],
+                  "no folder 'models/mymodel'", cwd=tmp_path)
     assert "hf auth login" not in err and "gated" not in err
 
 def test_trust_remote_code_warns_and_names_the_repository(tmp_path):
-    rc, err, out, loads = wronai(tmp_path, "config", "check", QUICK, "--set", "model.name=someone/model", "--set", "model.trust_remote_code=true")
+    rc, err, out, loads = wronai(tmp_path, "config", "check", QUICK, "--set", "model.name=someone/model", "--set",
+                                 "model.trust_remote_code=true")
     assert rc == 0 and loads == [], err
     assert "wronai: warning: model.trust_remote_code is true" in err and "'someone/model'" in err, err
 
@@ -120,8 +138,10 @@ def test_data_check_keeps_every_good_row_and_names_broken_lines(tmp_path, data):
     assert "kept 20 rows, skipped 2" in out and "(lines 11, 22)" in out, out
 
 @pytest.mark.parametrize("name,text,named", [
-    ("empty.jsonl", "", "the file is empty"), ("empty.json", "  \n", "the file is empty"), ("empty.csv", "", "the file is empty"),
-    ("broken.json", '[{"instruction": "a", "output": "b"},\n {"instruction": "c", "output": }]', "not valid JSON (line 2, column"),
+    ("empty.jsonl", "", "the file is empty"), ("empty.json", "  \n", "the file is empty"),
+    ("empty.csv", "", "the file is empty"),
+    ("broken.json", '[{"instruction": "a", "output": "b"},\n {"instruction": "c", "output": }]',
+     "not valid JSON (line 2, column"),
     ("nothing.jsonl", '{"instruction": "tylko pytanie"}\n', "no usable rows"),
     ("lists.jsonl", "[1, 2]\n[3]\n", "not one line of it is a JSON object"),
 ])
@@ -131,16 +151,24 @@ def test_data_files_that_give_nothing(tmp_path, name, text, named):
 
 def test_training_on_a_file_with_no_usable_rows_stops_before_the_model_loads(tmp_path):
     (tmp_path/"nothing.jsonl").write_text('{"instruction": "tylko pytanie"}\n' * 5, encoding="utf-8")
-    refused(tmp_path, ["train", "--config", QUICK, "--output-dir", tmp_path/"run", "--set", f"data.dataset_name={tmp_path/'nothing.jsonl'}",
-                       "--set", "data.eval_split=validation", "--set", "data.text_ratio=0"], ["nothing.jsonl", "missing field 'output'"], out=tmp_path,
-            env={"WRONAI_CACHE": str(tmp_path/"empty-cache")})   # as on a new machine: the packaged model is not converted yet, and still nothing loads
+    refused(tmp_path,
+            ["train", "--config", QUICK, "--output-dir", tmp_path/"run", "--set",
+             f"data.dataset_name={tmp_path/'nothing.jsonl'}",
+                       "--set", "data.eval_split=validation", "--set", "data.text_ratio=0"],
+            ["nothing.jsonl", "missing field 'output'"], out=tmp_path,
+            # as on a new machine: the packaged model is not converted yet, and still nothing loads
+            env={"WRONAI_CACHE": str(tmp_path/"empty-cache")})
 
 def test_training_uses_every_good_row_of_a_file_with_broken_lines(tmp_path, data):
-    rc, err, out, loads = wronai(tmp_path, "train", "--config", QUICK, "--output-dir", tmp_path/"run", "--max-steps", "1",
-                                 "--set", f"data.dataset_name={data}", "--set", "data.eval_split=validation", "--set", "data.text_ratio=0",
-                                 "--set", "data.max_examples=null", "--set", "data.max_eval_examples=null", "--set", "training.eval_steps=1")
+    rc, err, out, loads = wronai(tmp_path, "train", "--config", QUICK, "--output-dir", tmp_path/"run", "--max-steps",
+                                 "1",
+                                 "--set", f"data.dataset_name={data}", "--set", "data.eval_split=validation", "--set",
+                                 "data.text_ratio=0",
+                                 "--set", "data.max_examples=null", "--set", "data.max_eval_examples=null", "--set",
+                                 "training.eval_steps=1")
     assert rc == 0, err[-3000:]
-    assert "18 training and 2 validation examples; kept 20 rows, skipped 2" in err, err[-3000:]   # the 90/10 split of all 20
+    # the 90/10 split of all 20
+    assert "18 training and 2 validation examples; kept 20 rows, skipped 2" in err, err[-3000:]
     assert "(lines 11, 22)" in err, err[-3000:]
 
 # --- adapter folders: checked from their files before the base loads ------------------------------------------------
@@ -152,16 +180,24 @@ def adapters(tmp_path, quick_run):
         shutil.copytree(quick_run, d, ignore=shutil.ignore_patterns("checkpoint-*", "logs", "*.png"))
         return d
     made = {}
-    d = copy("truncated"); w = d/"adapter_model.safetensors"; w.write_bytes(w.read_bytes()[: w.stat().st_size // 2]); made["truncated"] = (d, "is truncated")
+    d = copy("truncated")
+    w = d / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    made["truncated"] = (d, "is truncated")
     d = copy("no-weights"); (d/"adapter_model.safetensors").unlink(); made["no-weights"] = (d, "missing")
-    d = copy("bad-config"); (d/"adapter_config.json").write_text("{\"r\": 16,"); made["bad-config"] = (d, "adapter_config.json: not valid JSON")
+    d = copy("bad-config")
+    (d / "adapter_config.json").write_text("{\"r\": 16,")
+    made["bad-config"] = (d, "adapter_config.json: not valid JSON")
     return made
 
 def test_broken_adapters_are_named_before_the_base_loads(tmp_path, adapters):
-    # every command that loads an adapter goes through wronai.evaluate.check_adapter, and 07_eval tests every breakage on it;
+    # every command that loads an adapter goes through wronai.evaluate.check_adapter, and 07_eval tests every
+    # breakage on it;
     # here each command meets one, as a user would
-    for name, cmd in [("truncated", ["eval", "--config", QUICK, "--adapter"]), ("no-weights", ["chat", "--prompt", "Cześć", "--adapter"]),
-                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"]), ("truncated", ["serve", "--port", "8765", "--adapter"]),
+    for name, cmd in [("truncated", ["eval", "--config", QUICK, "--adapter"]),
+                      ("no-weights", ["chat", "--prompt", "Cześć", "--adapter"]),
+                      ("bad-config", ["merge", "--out", tmp_path/"merged", "--adapter"]),
+                      ("truncated", ["serve", "--port", "8765", "--adapter"]),
                       ("no-weights", ["export", "--out", tmp_path/"gguf", "--adapter"])]:
         d, why = adapters[name]
         refused(tmp_path, [*cmd, d], [str(d), why], out=d)
@@ -169,44 +205,57 @@ def test_broken_adapters_are_named_before_the_base_loads(tmp_path, adapters):
 
 def test_adapter_of_another_base(tmp_path, quick_run):
     refused(tmp_path, ["eval", "--config", str(ROOT/"configs"/"cpu_gemma.yaml"), "--adapter", quick_run],
-            ["wronai.yaml: this adapter was trained on 'packaged:smollm2-135m'", "'packaged:gemma3-270m'"], out=quick_run)
+            ["wronai.yaml: this adapter was trained on 'packaged:smollm2-135m'", "'packaged:gemma3-270m'"],
+            out=quick_run)
 
 def test_merge_into_a_file(tmp_path, quick_run):
     (tmp_path/"taken").write_text("keep me")
-    refused(tmp_path, ["merge", "--adapter", quick_run, "--out", tmp_path/"taken"], [str(tmp_path/"taken"), "is a file"])
+    refused(tmp_path, ["merge", "--adapter", quick_run, "--out", tmp_path/"taken"],
+            [str(tmp_path/"taken"), "is a file"])
     assert (tmp_path/"taken").read_text() == "keep me"
 
 def test_export_overwrites_nothing(tmp_path, quick_run):
     (tmp_path/"taken").write_text("keep me")
-    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"taken"], [str(tmp_path/"taken"), "is a file"])
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"taken"],
+            [str(tmp_path/"taken"), "is a file"])
     out = tmp_path/"gguf"; out.mkdir(); (out/"wronai-q8_0.gguf").write_text("an earlier export")
-    refused(tmp_path, ["export", "--adapter", quick_run, "--out", out, "--quant", "f16", "q8_0"], [str(out/"wronai-q8_0.gguf"), "exists"], out=out)
-    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"new", "--quant", "q4_k"], "invalid choice: 'q4_k'")
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", out, "--quant", "f16", "q8_0"],
+            [str(out/"wronai-q8_0.gguf"), "exists"], out=out)
+    refused(tmp_path, ["export", "--adapter", quick_run, "--out", tmp_path/"new", "--quant", "q4_k"],
+            "invalid choice: 'q4_k'")
     assert (tmp_path/"taken").read_text() == "keep me" and not (tmp_path/"new").exists()
 
 def test_serve_refuses_an_empty_api_key(tmp_path, quick_run):
     refused(tmp_path, ["serve", "--adapter", quick_run, "--api-key", " "], "--api-key is empty")
 
-# --- chat --------------------------------------------------------------------------------------------------------------
+# --- chat
+# --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
 def test_chat_refuses_an_empty_prompt(tmp_path, prompt):
     refused(tmp_path, ["chat", "--adapter", tmp_path/"none", "--prompt", prompt], "--prompt is empty")
 
 def test_chat_warns_about_a_prompt_longer_than_training(tmp_path, quick_run):
-    rc, err, out, loads = wronai(tmp_path, "chat", "--adapter", quick_run, "--prompt", "Opowiedz mi o Polsce. " * 100, "--max-new-tokens", "1")
+    rc, err, out, loads = wronai(tmp_path, "chat", "--adapter", quick_run, "--prompt", "Opowiedz mi o Polsce. " * 100,
+                                 "--max-new-tokens", "1")
     assert rc == 0, err[-3000:]
     assert loads, "the probe saw no model load where one happened: every 'no model load' above would pass for nothing"
-    assert "wronai: warning: this prompt is" in err and "longer than any training example (256 tokens" in err, err[-3000:]
+    assert "wronai: warning: this prompt is" in err and "longer than any training example (256 tokens" in err, err[
+        -3000:
+    ]
 
-# --- what users share holds no pickle ----------------------------------------------------------------------------------
+# --- what users share holds no pickle
+# ----------------------------------------------------------------------------------
 def test_the_adapter_folder_holds_no_pickle_and_checkpoints_load_weights_only(quick_run):
     import torch
-    from transformers.trainer_pt_utils import safe_globals                       # what the Trainer itself allows when it resumes
+    # what the Trainer itself allows when it resumes
+    from transformers.trainer_pt_utils import safe_globals
     final = [p.name for p in Path(quick_run).iterdir() if p.is_file()]
-    assert "training_args.json" in final and not [f for f in final if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], final
+    assert "training_args.json" in final and not [f for f in final
+                                                  if f.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], final
     ckpts = list(Path(quick_run).glob("checkpoint-*"))
     assert ckpts
     for ck in ckpts:
         assert not (ck/"training_args.bin").exists(), ck
         for f in list(ck.glob("*.pt")) + list(ck.glob("*.pth")):
-            with safe_globals(): torch.load(f, weights_only=True)                # raises on anything that would run code
+            # raises on anything that would run code
+            with safe_globals(): torch.load(f, weights_only=True)

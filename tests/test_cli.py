@@ -14,7 +14,9 @@ def wronai(*args):
     assert exe, "the wronai console script is not installed (pip install -e .)"
     return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
-@pytest.mark.parametrize("cfg", ["configs/quick_test.yaml", "configs/default.yaml", "configs/cpu_full.yaml", "configs/cpu_gemma.yaml"])
+@pytest.mark.parametrize("cfg",
+                         ["configs/quick_test.yaml", "configs/default.yaml", "configs/cpu_full.yaml",
+                          "configs/cpu_gemma.yaml"])
 def test_shipped_configs_check(cfg):
     r = wronai("config", "check", cfg)
     assert r.returncode == 0, r.stderr
@@ -54,17 +56,20 @@ def test_data_build_is_deterministic(tmp_path):
         r = wronai("data", "build", "--out", tmp_path/d, "--prose-out", tmp_path/d/"prose")
         assert r.returncode == 0, r.stderr
         assert "total" in r.stdout and "polish-prose manpages-pl" in r.stdout and "diakrytyki" in r.stdout, r.stdout
-    for f in ("train.jsonl", "test.jsonl", "README.md", "stats.json", "prose/train.jsonl", "prose/heldout.jsonl", "prose/README.md"):
+    for f in ("train.jsonl", "test.jsonl", "README.md", "stats.json", "prose/train.jsonl", "prose/heldout.jsonl",
+              "prose/README.md"):
         assert (tmp_path/"a"/f).read_bytes() == (tmp_path/"b"/f).read_bytes(), f
 
 def test_prepare_data_script(tmp_path):
     import sys
-    r = subprocess.run([sys.executable, "scripts/prepare_data.py", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run([sys.executable, "scripts/prepare_data.py", "--out", str(tmp_path)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path/"train.jsonl").stat().st_size > 0
 
 def test_memory_says_whether_the_recipe_fits_and_what_to_change():
-    "The planner from the config alone (nbs/06c_memory.ipynb): the recipe's longest batch on an 8 GB card, and on a 16 GB one."
+    """The planner from the config alone (nbs/06c_memory.ipynb): the recipe's longest batch on an 8 GB card, and on a 16
+    GB one."""
     r = wronai("memory", "--config", "configs/default.yaml", "--gpu-mb", "8192")
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     assert "does NOT fit" in r.stdout and "data.max_seq_length: 1024" in r.stdout, r.stdout
@@ -72,35 +77,51 @@ def test_memory_says_whether_the_recipe_fits_and_what_to_change():
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     assert "and fits" in r.stdout and "42,033,152 trainable parameters" in r.stdout, r.stdout
 
-@pytest.mark.parametrize("args,named", [(["--gpu-mb", "0"], "--gpu-mb"), (["--set", "training.gradient_checkpointing=sometimes"], "training.gradient_checkpointing")])
+@pytest.mark.parametrize("args,named",
+                         [(["--gpu-mb", "0"], "--gpu-mb"),
+                          (["--set", "training.gradient_checkpointing=sometimes"], "training.gradient_checkpointing")])
 def test_memory_refuses_bad_input(args, named):
     r = wronai("memory", "--config", "configs/default.yaml", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert named in r.stderr and "Traceback" not in r.stderr, r.stderr
 
-@pytest.mark.parametrize("args,named", [(["--steps", "0"], "--steps"), (["--steps", "3", "--warmup", "3"], "warm-up steps"),
-                                        (["--set", "training.gradient_accumulation_steps=4"], "gradient_accumulation_steps")])
+@pytest.mark.parametrize("args,named",
+                         [(["--steps", "0"], "--steps"), (["--steps", "3", "--warmup", "3"], "warm-up steps"),
+                                        (["--set", "training.gradient_accumulation_steps=4"],
+                                         "gradient_accumulation_steps")])
 def test_bench_refuses_bad_input_before_any_run(args, named):
     r = wronai("bench", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert named in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 def test_profile_script_runs_compare_only_in_their_dropout():
-    "scripts/profile_cpu.py's runs (nbs/06d_bench.ipynb, `make profile`), a few steps each: the same batches, and only peft's dropout draws bernoulli_ masks."
+    """scripts/profile_cpu.py's runs (nbs/06d_bench.ipynb, `make profile`), a few steps each: the same batches, and only
+    peft's dropout draws bernoulli_ masks."""
     import json, sys
     small = ["--steps", "3", "--warmup", "1", "--profile", "1", "--set", "training.per_device_train_batch_size=2",
              "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8"]
     runs = {}
     for name in ("torch", "cpu"):
-        r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--one", name, *small], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--one", name, *small], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         runs[name] = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
     t, c = runs["torch"], runs["cpu"]
     assert t["lengths"] == c["lengths"] and len(t["lengths"]) == 3 and t["timed_steps"] == c["timed_steps"] == 1
-    assert "aten::bernoulli_" in t["profile"] and "aten::bernoulli_" not in c["profile"] and "aten::random_" in c["profile"], (t["profile"], c["profile"])
-    assert t["losses"][:2] == c["losses"][:2]      # the adapters' B starts at 0 and the first step's rate is 0: the masks change nothing yet
+    assert (
+        "aten::bernoulli_" in t["profile"]
+        and "aten::bernoulli_" not in c["profile"]
+        and "aten::random_" in c["profile"]
+    ), (t["profile"], c["profile"])
+    # the adapters' B starts at 0 and the first step's rate is 0: the masks change nothing yet
+    assert t["losses"][:2] == c["losses"][:2]
 
 def test_profile_script_refuses_steps_that_leave_nothing_to_time():
     import sys
-    r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--steps", "4", "--warmup", "3", "--profile", "1"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 2 and "--steps (4) must be more than --warmup (3) plus --profile (1)" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--steps", "4", "--warmup", "3", "--profile", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (
+        r.returncode == 2
+        and "--steps (4) must be more than --warmup (3) plus --profile (1)" in r.stderr
+        and "Traceback" not in r.stderr
+    ), r.stderr

@@ -1,8 +1,10 @@
-"""Device mistakes a CPU cannot see: tests/_device_check.py makes them fail here as they fail on CUDA, and `make test-gpu`.
+"""Device mistakes a CPU cannot see: tests/_device_check.py makes them fail here as they fail on CUDA, and `make
+test-gpu`.
 
-Each case is a pair of snippets, the mistake and its fix, as the notebooks had them (04_lora before the fix). On a CPU
-the mistake must raise under `DeviceCheck` and the fix must not; on CUDA (`pytest -m gpu`, run by `make test-gpu`)
-the same mistake must raise torch's own error and the fix must not, which is what makes the stand-in honest.
+Each case is a pair of snippets, the mistake and its fix, as the notebooks had them (04_lora before the fix). On a
+CPU the mistake must raise under `DeviceCheck` and the fix must not; on CUDA (`pytest -m gpu`, run by `make
+test-gpu`) the same mistake must raise torch's own error and the fix must not, which is what makes the stand-in
+honest.
 """
 import json, os, subprocess, sys
 from pathlib import Path
@@ -27,7 +29,11 @@ class LoRAOnCpu(nn.Module):
     "04's LoRALinear before the fix: its matrices made without a device, so on the CPU whatever its base is on."
     def __init__(self, base, r=2):
         super().__init__()
-        self.base, self.A, self.B = base, nn.Parameter(torch.randn(r, base.in_features)), nn.Parameter(torch.zeros(base.out_features, r))
+        self.base, self.A, self.B = (
+            base,
+            nn.Parameter(torch.randn(r, base.in_features)),
+            nn.Parameter(torch.zeros(base.out_features, r)),
+        )
     def forward(self, x): return self.base(x) + x @ self.A.T @ self.B.T
 
 
@@ -97,7 +103,8 @@ def _notebook(path, source):
 
 def test_make_test_gpu_says_it_needs_cuda_without_a_traceback():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    r = subprocess.run([sys.executable, "scripts/test_gpu.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "scripts/test_gpu.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
@@ -106,7 +113,8 @@ def test_the_gpu_script_writes_a_row_per_notebook_and_precision(tmp_path):
     good = _notebook(tmp_path/"good.ipynb", "import torch\nassert torch.ones(2).sum() == 2")
     bad = _notebook(tmp_path/"bad.ipynb", "assert 1 == 2, 'planted failure'")
     out = tmp_path/"r.json"
-    r = subprocess.run([sys.executable, "scripts/test_gpu.py", "--cpu", "--only", f"{good},{bad}", "--precisions", "bf16",
+    r = subprocess.run([sys.executable, "scripts/test_gpu.py", "--cpu", "--only", f"{good},{bad}", "--precisions",
+                        "bf16",
                         "--json", str(out), "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stdout + r.stderr                # one notebook failed
     rows = {x["notebook"]: x for x in json.loads(out.read_text())["notebooks"]}
@@ -119,11 +127,13 @@ def test_the_gpu_script_writes_a_row_per_notebook_and_precision(tmp_path):
 
 
 def test_generate_checks_its_inputs():
-    "`model.generate` runs transformers' own loop unwatched (it is CUDA-tested and the watch costs a third of its time), but its inputs are checked."
+    """`model.generate` runs transformers' own loop unwatched (it is CUDA-tested and the watch costs a third of its
+    time), but its inputs are checked."""
     from wronai.models import tiny_mistral
     m = tiny_mistral(vocab_size=100).to("cpu")                   # placed, as load_model places a model
     with DeviceCheck():
-        with pytest.raises(DeviceError, match="generate"): m.generate(torch.randint(0, 100, (1, 4)), max_new_tokens=2, do_sample=False)
+        with pytest.raises(DeviceError, match="generate"): m.generate(torch.randint(0, 100, (1, 4)), max_new_tokens=2,
+                                                                      do_sample=False)
         out = m.generate(torch.randint(0, 100, (1, 4)).to(m.device), max_new_tokens=2, do_sample=False)
     assert out.shape == (1, 6)
 
@@ -151,4 +161,5 @@ def test_teaching_code_follows_its_input_onto_the_meta_device():
     assert dequantize_nf4(packed, absmax, w.shape).device.type == "meta"
     code = torch.linspace(-1, 1, 256)                             # bitsandbytes' code lives on the CPU
     assert double_dequantize(*double_quantize(absmax, code), code).device.type == "meta"
-    with pytest.raises(RuntimeError, match="device"): torch.randn(3, device="meta") - torch.randn(3)   # what makes this test able to fail
+    # what makes this test able to fail
+    with pytest.raises(RuntimeError, match="device"): torch.randn(3, device="meta") - torch.randn(3)

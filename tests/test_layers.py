@@ -1,5 +1,5 @@
-"""The package's imports go one way: each module imports only modules of earlier layers (scripts/import_graph.py), so there is
-no cycle, and serving a model never loads the trainer."""
+"""The package's imports go one way: each module imports only modules of earlier layers (scripts/import_graph.py), so
+there is no cycle, and serving a model never loads the trainer."""
 import importlib.util, subprocess, sys
 from pathlib import Path
 
@@ -25,7 +25,8 @@ def test_the_checks_are_able_to_fail(tmp_path):
 
 def test_serving_never_loads_the_trainer():
     code = ("import sys, wronai.serve, wronai.infer, wronai.evaluate, wronai.export; "
-            "print(' '.join(m for m in ('wronai.train', 'wronai.runs', 'wronai.memory', 'wronai.bench', 'transformers.trainer', 'trl') if m in sys.modules))")
+            "print(' '.join(m for m in ('wronai.train', 'wronai.runs', "
+            "'wronai.memory', 'wronai.bench', 'transformers.trainer', 'trl') if m " "in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == []

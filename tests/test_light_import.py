@@ -12,9 +12,13 @@ def loaded_after(stmt):
     return r.stdout.split()
 
 @pytest.mark.parametrize("stmt", ["import wronai", "import wronai.config", "import wronai.cli",
-                                  # checking a config, and the model, tokenizer and data it names (the preflight), still without torch
-                                  "from wronai.config import load_config, repo_path; load_config(repo_path('configs/quick_test.yaml'))",
-                                  "from wronai.preflight import load_checked; from wronai.config import repo_path; load_checked(repo_path('configs/quick_test.yaml'))",
+                                  # checking a config, and the model, tokenizer and
+                                  # data it names (the preflight), still without
+                                  # torch
+                                  "from wronai.config import load_config, repo_path; "
+                                  "load_config(repo_path('configs/quick_test.yaml'))",
+                                  "from wronai.preflight import load_checked; from wronai.config import "
+                                  "repo_path; load_checked(repo_path('configs/quick_test.yaml'))",
                                   # wronai.models imports torch only inside the functions that load or place a model
                                   "import wronai.models"])
 def test_light(stmt):

@@ -1,5 +1,5 @@
-"""Every notebook in nbs/ runs as a test, each in its own interpreter so that state and memory do not leak.
-Notebooks that call `quick_run()` get the session's shared quick_test run (conftest.py) instead of training their own."""
+"""Every notebook in nbs/ runs as a test, each in its own interpreter so that state and memory do not leak. Notebooks
+that call `quick_run()` get the session's shared quick_test run (conftest.py) instead of training their own."""
 import os, subprocess, sys
 from pathlib import Path
 
@@ -15,7 +15,8 @@ def needs_run(nb):
     "Notebooks that call `quick_run()` need a trained adapter: they get the session's shared run."
     return "quick_run(" in nb.read_text(encoding="utf-8")
 
-@pytest.mark.parametrize("nb", [pytest.param(p, marks=[pytest.mark.quick_run] if needs_run(p) else []) for p in NOTEBOOKS],
+@pytest.mark.parametrize("nb",
+                         [pytest.param(p, marks=[pytest.mark.quick_run] if needs_run(p) else []) for p in NOTEBOOKS],
                          ids=[p.stem for p in NOTEBOOKS])
 def test_notebook(nb, request):
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}

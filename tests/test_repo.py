@@ -14,7 +14,8 @@ def default_exps():
 
 def test_one_notebook_per_module():
     exps = default_exps()
-    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "data", "train", "evaluate", "infer", "cli"} <= set(exps)
+    assert {"config", "models", "tokens", "quant", "lora", "polish_instruct", "data", "train", "evaluate", "infer",
+            "cli"} <= set(exps)
     assert all(len(v) == 1 for v in exps.values()), exps
     for mod in exps: assert (ROOT/"wronai"/f"{mod.replace('.', '/')}.py").exists(), mod
 
@@ -23,7 +24,8 @@ def test_every_module_comes_from_a_notebook():
     assert mods <= set(default_exps()), mods - set(default_exps())
 
 def test_readme_is_generated_from_index():
-    r = subprocess.run([sys.executable, str(ROOT/"scripts"/"make_readme.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(ROOT/"scripts"/"make_readme.py"), "--check"], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
 
 def test_readme_names_the_commands():
@@ -32,27 +34,35 @@ def test_readme_names_the_commands():
     assert "wronai eval" in text and "wronai chat" in text and "## Benchmarks" in text
 
 def test_make_train_may_reach_the_hub_while_make_test_stays_offline(tmp_path):
-    "`make train CONFIG=configs/default.yaml` downloads Mistral-7B on Colab, so make must not switch the hub off for it."
+    """`make train CONFIG=configs/default.yaml` downloads Mistral-7B on Colab, so make must not switch the hub off for
+    it."""
     probe = tmp_path/"probe.py"     # stands in for python in every recipe line and prints what it was given
-    probe.write_text("import os; print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'), os.environ.get('HF_DATASETS_OFFLINE'))\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MAKEFLAGS", "MAKELEVEL")}
+    probe.write_text("import os; print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'), "
+                     "os.environ.get('HF_DATASETS_OFFLINE'))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MAKEFLAGS", "MAKELEVEL")}
     def seen(*args):
-        r = subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PY={sys.executable} {probe}"], capture_output=True, text=True, env=env)
+        r = subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PY={sys.executable} {probe}"], capture_output=True,
+                           text=True, env=env)
         assert r.returncode == 0, r.stderr
         return {l for l in r.stdout.splitlines() if l.startswith("OFFLINE")}
     assert seen("train", "CONFIG=configs/default.yaml") == {"OFFLINE None None"}
     assert seen("test") == {"OFFLINE 1 1"}
 
 def test_upstream_reproduction_of_the_cpu_packing_gradient_loss():
-    "scripts/repro_bnb_cpu_packing.py, bitsandbytes and torch alone: exit 1 shows the bug (AVX512-BF16 CPUs), 2 says it cannot show here."
+    """scripts/repro_bnb_cpu_packing.py, bitsandbytes and torch alone: exit 1 shows the bug (AVX512-BF16 CPUs), 2 says
+    it cannot show here."""
     from bitsandbytes.functional import has_avx512bf16
-    r = subprocess.run([sys.executable, "scripts/repro_bnb_cpu_packing.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "scripts/repro_bnb_cpu_packing.py"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
     assert "bitsandbytes 0." in r.stdout and "has_avx512bf16():" in r.stdout, r.stdout + r.stderr
-    assert r.returncode == (1 if has_avx512bf16() else 2), r.stdout + r.stderr   # 0 once bitsandbytes keeps the gradient
+    # 0 once bitsandbytes keeps the gradient
+    assert r.returncode == (1 if has_avx512bf16() else 2), r.stdout + r.stderr
     print(r.stdout)
 
 def test_test_flags_are_written_the_way_nbdev_reads_them():
-    "nbdev_test splits settings.ini `tst_flags` on whitespace: `slow|gpu` would be one flag, and `#| gpu` cells would run on a CPU."
+    """nbdev_test splits settings.ini `tst_flags` on whitespace: `slow|gpu` would be one flag, and `#| gpu` cells would
+    run on a CPU."""
     from nbdev.config import get_config
     flags = get_config().tst_flags.split()                                     # nbdev/test.py does exactly this
     assert {"slow", "gpu"} <= set(flags), flags
@@ -61,7 +71,8 @@ def test_test_flags_are_written_the_way_nbdev_reads_them():
     assert used <= set(flags), used - set(flags)
 
 def test_every_lesson_has_its_colab_badge_and_setup_cell():
-    r = subprocess.run([sys.executable, "scripts/colab_cells.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "scripts/colab_cells.py", "--check"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr
 
 RUN_ALL = """import sys
@@ -71,29 +82,38 @@ CaptureShell(sys.argv[1]).run_all(read_nb(sys.argv[1]), exc_stop=True)
 """
 
 def test_a_notebook_opened_on_colab_clones_installs_and_finds_the_course(tmp_path):
-    "A notebook alone in a fresh folder, on 'Colab' (a google.colab module), clones this checkout, installs once, then runs."
+    """A notebook alone in a fresh folder, on 'Colab' (a google.colab module), clones this checkout, installs once, then
+    runs."""
     fake = tmp_path/"fake"
     (fake/"google"/"colab").mkdir(parents=True)
     for d in (fake/"google", fake/"google"/"colab"): (d/"__init__.py").write_text("")
     alone, clone = tmp_path/"downloads", tmp_path/"content"/"wronai"
     alone.mkdir()
     nb = json.loads((ROOT/"nbs"/"00_config.ipynb").read_text(encoding="utf-8"))
-    probe = "import os\nopen(os.environ['PROBE'], 'w').write(f'{os.getcwd()}\\n{repo_root()}')"   # where the notebook ended up
-    nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe", "metadata": {}, "outputs": [], "source": [probe]})
+    # where the notebook ended up
+    probe = "import os\nopen(os.environ['PROBE'], 'w').write(f'{os.getcwd()}\\n{repo_root()}')"
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "probe", "metadata": {}, "outputs": [],
+                        "source": [probe]})
     (alone/"00_config.ipynb").write_text(json.dumps(nb))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "WRONAI_REPO": str(ROOT), "WRONAI_COLAB_DIR": str(clone), "PROBE": str(tmp_path/"probe"),
            "WRONAI_INSTALL": f"{sys.executable} -c \"open('installed-by-test', 'w').close()\""}
     env.pop("WRONAI_ROOT", None)
-    for attempt in (1, 2):                                                    # the second run finds the clone and the install done
+    # the second run finds the clone and the install done
+    for attempt in (1, 2):
         r = subprocess.run([sys.executable, "-c", RUN_ALL, str(alone/"00_config.ipynb")], cwd=alone, env=env,
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert (clone/"settings.ini").is_file() and (clone/".colab-installed").is_file() and (clone/"installed-by-test").is_file()
+        assert (
+            (clone / "settings.ini").is_file()
+            and (clone / ".colab-installed").is_file()
+            and (clone / "installed-by-test").is_file()
+        )
         if attempt == 1: stamp = (clone/"installed-by-test").stat().st_mtime_ns
     assert (clone/"installed-by-test").stat().st_mtime_ns == stamp             # installed once, not at every run
     cwd, root = (tmp_path/"probe").read_text().splitlines()
-    assert (Path(cwd), Path(root)) == (clone/"nbs", clone), (cwd, root)       # it works in the clone, not beside the download
+    # it works in the clone, not beside the download
+    assert (Path(cwd), Path(root)) == (clone/"nbs", clone), (cwd, root)
 
 # Why one Colab test suffices for every lesson (#33): the setup cell above is the same text in every lesson notebook
 # (scripts/colab_cells.py --check, test_every_lesson_has_its_colab_badge_and_setup_cell), and after it every notebook
@@ -114,8 +134,10 @@ def test_quick_run_trains_the_main_job_where_a_student_has_no_run(tmp_path, monk
     quick = load_config(ROOT/"configs"/"quick_test.yaml")
     monkeypatch.setattr(wt, "load_config", lambda p: (calls.append(Path(p)), quick)[1])
     assert wt.quick_run() == tmp_path/"runs"/"quick_test"
-    assert calls == [tmp_path/"configs"/"quick_test.yaml", (quick.model.name, quick.training.max_steps, tmp_path/"runs"/"quick_test")]
-    assert wt.quick_run() == tmp_path/"runs"/"quick_test" and len(calls) == 2  # a finished run is reused, not trained again
+    assert calls == [tmp_path/"configs"/"quick_test.yaml",
+                     (quick.model.name, quick.training.max_steps, tmp_path/"runs"/"quick_test")]
+    # a finished run is reused, not trained again
+    assert wt.quick_run() == tmp_path/"runs"/"quick_test" and len(calls) == 2
     monkeypatch.setenv("WRONAI_QUICK_RUN", str(tmp_path/"runs"/"quick_test"))
     assert wt.quick_run() == tmp_path/"runs"/"quick_test" and len(calls) == 2
 
@@ -123,7 +145,8 @@ def test_the_output_cleaner_can_find_what_it_removes():
     sys.path.insert(0, str(ROOT/"scripts"))
     from execute_nbs import clean_text
     import tempfile, sysconfig
-    dirty = f"\x1b[2K{tempfile.gettempdir()}/tmpab12/x.yaml {sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs {Path.home()}/y"
+    dirty = (f"\x1b[2K{tempfile.gettempdir()}/tmpab12/x.yaml "
+             f"{sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs " f"{Path.home()}/y")
     assert "".join(clean_text(dirty)) == "<tmp>/x.yaml <site-packages>/peft/x.py <repo>/runs ~/y"
 
 # What a reader of the saved notebooks on GitHub must not see, and why each is there to catch.
@@ -137,29 +160,36 @@ def saved_flaws(nb_path):
     outs = [o for c in json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"] for o in c.get("outputs", [])]
     text = json.dumps(outs, ensure_ascii=False)
     found = [f"{Path(nb_path).name}: {what} ({flaw!r})" for flaw, what in SAVED_FLAWS.items() if flaw in text]
-    if len(text.encode()) > 100 * 1024: found.append(f"{Path(nb_path).name}: outputs of {len(text.encode()) / 1024:.0f} KB (at most 100)")
+    if len(text.encode()) > 100 * 1024:
+        found.append(f"{Path(nb_path).name}: outputs of {len(text.encode()) / 1024:.0f} KB (at most 100)")
     return found
 
 def test_saved_outputs_are_small_and_say_nothing_about_the_machine_that_ran_them():
-    "What readers see on GitHub: each notebook's outputs under 100 KB, with no warnings, bars, stateless widgets or paths of this machine."
+    """What readers see on GitHub: each notebook's outputs under 100 KB, with no warnings, bars, stateless widgets or
+    paths of this machine."""
     found = [f for nb in sorted((ROOT/"nbs").glob("*.ipynb")) for f in saved_flaws(nb)]
     assert not found, "run the notebooks again with `make outputs` (scripts/execute_nbs.py):\n" + "\n".join(found)
 
 def test_the_saved_outputs_check_can_fail(tmp_path):
     nb = {"cells": [{"cell_type": "code", "source": [], "metadata": {}, "outputs": [
-        {"output_type": "stream", "name": "stderr", "text": ["/tmp/x.py:3: FutureWarning: old\n", "50%|##   | 1/2 [00:01<00:01, 1.00it/s]"]},
-        {"output_type": "display_data", "metadata": {}, "data": {"application/vnd.jupyter.widget-view+json": {}, "text/plain": ["x" * 110_000]}}]}]}
+        {"output_type": "stream", "name": "stderr",
+         "text": ["/tmp/x.py:3: FutureWarning: old\n", "50%|##   | 1/2 [00:01<00:01, 1.00it/s]"]},
+        {"output_type": "display_data", "metadata": {},
+         "data": {"application/vnd.jupyter.widget-view+json": {}, "text/plain": ["x" * 110_000]}}]}]}
     (tmp_path/"x.ipynb").write_text(json.dumps(nb))
     found = " ".join(saved_flaws(tmp_path/"x.ipynb"))
-    for what in ("deprecation warning", "temporary folder", "progress bar", "widget saved", "KB (at most 100)"): assert what in found, (what, found)
+    for what in ("deprecation warning", "temporary folder", "progress bar", "widget saved",
+                 "KB (at most 100)"): assert what in found, (what, found)
 
 def readme_rendering_problems(text):
-    "Lines of README text that render wrong: a heading right after a sentence that ends with a colon (the table or list it promised is missing), or a table row with text after its last cell."
+    """Lines of README text that render wrong: a heading right after a sentence that ends with a colon (the table or
+    list it promised is missing), or a table row with text after its last cell."""
     lines, out, fenced = text.splitlines(), [], False
     for i, line in enumerate(lines):
         if line.startswith("```"): fenced = not fenced
         if fenced: continue
-        if line.startswith("|") and not line.rstrip().endswith("|"): out.append(f"line {i + 1}: table row with trailing text: {line[-60:]!r}")
+        if line.startswith("|") and not line.rstrip().endswith("|"):
+            out.append(f"line {i + 1}: table row with trailing text: {line[-60:]!r}")
         if line.startswith("#"):
             prev = next((l for l in reversed(lines[:i]) if l.strip()), "")
             if prev.rstrip().endswith(":"): out.append(f"line {i + 1}: heading {line!r} right after {prev[-60:]!r}")

@@ -1,5 +1,5 @@
-"""The test split is read once, by `wronai eval` (#34): training evaluates on validation, the shipped configs say so, and
-no item (in either phrasing) is in two splits of the datasets built here."""
+"""The test split is read once, by `wronai eval` (#34): training evaluates on validation, the shipped configs say so,
+and no item (in either phrasing) is in two splits of the datasets built here."""
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,8 @@ def test_polish_instruct_has_three_splits_held_out_by_item(instruct):
     items = {s: set(instruct[s]["item"]) for s in instruct}
     questions = {s: set(instruct[s]["instruction"]) for s in instruct}
     for a, b in [("train", "validation"), ("train", "test"), ("validation", "test")]:
-        assert not items[a] & items[b], (a, b, sorted(items[a] & items[b])[:3])       # an item's other phrasing included
+        # an item's other phrasing included
+        assert not items[a] & items[b], (a, b, sorted(items[a] & items[b])[:3])
         assert not questions[a] & questions[b], (a, b)
     assert len(instruct["validation"]) >= 500 and len(instruct["test"]) >= 500
 
@@ -54,7 +55,8 @@ def test_training_data_of_the_main_job_never_reads_the_test_split(monkeypatch):
     def spy(*a, **kw):
         g = Guarded(real(*a, **kw)); taken.append(g); return g
     monkeypatch.setattr(wd, "read_dataset", spy)
-    cfg = load_config(ROOT/"configs"/"quick_test.yaml", ["data.max_examples=16", "data.max_eval_examples=8", "data.text_ratio=0"])
+    cfg = load_config(ROOT/"configs"/"quick_test.yaml",
+                      ["data.max_examples=16", "data.max_eval_examples=8", "data.text_ratio=0"])
     tok = AutoTokenizer.from_pretrained(model_path(cfg.model.name))
     train, ev, _ = wd.load_data(cfg, tok)
     assert train and ev
@@ -68,22 +70,29 @@ QUALITY = ("exact match", "chrf", "perplexity", "families", "learns", "learnt")
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_comments_quote_quality_figures_measured_on_validation(path):
-    "A comment that justifies a setting with a measured quality figure names the split it was measured on, and it is validation."
+    """A comment that justifies a setting with a measured quality figure names the split it was measured on, and it is
+    validation."""
     blocks, cur = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():             # a comment and its continuation lines form one block
+    # a comment and its continuation lines form one block
+    for line in path.read_text(encoding="utf-8").splitlines():
         c = line.split("#", 1)[1].strip() if "#" in line else None
         if c is None or (line.split("#", 1)[0].strip() and cur): blocks.append(" ".join(cur)); cur = []
         if c is not None: cur.append(c)
     blocks.append(" ".join(cur))
     for b in blocks:
         figure = any(ch.isdigit() for ch in b) and "%" in b and any(q in b.lower() for q in QUALITY)
-        if figure: assert "validation" in b.lower() and "test split" not in b.lower().replace("only `wronai eval` reads the test split", ""), b
+        if figure:
+            assert "validation" in b.lower() and "test split" not in b.lower().replace(
+                "only `wronai eval` reads the test split", ""
+            ), b
 
 def test_the_learning_rate_comment_is_what_its_validation_reports_say():
-    "quick_test's learning rate was chosen on validation: the figures in its comment are the ones scripts/compare_evals.py prints from the committed reports."
+    """quick_test's learning rate was chosen on validation: the figures in its comment are the ones
+    scripts/compare_evals.py prints from the committed reports."""
     import subprocess, sys
     a, b = (ROOT/"benchmarks"/"lr_choice"/f"quick_test_lr{lr}_validation.json" for lr in ("2e-4", "6e-4"))
-    r = subprocess.run([sys.executable, "scripts/compare_evals.py", str(a), str(b)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run([sys.executable, "scripts/compare_evals.py", str(a), str(b)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if l.startswith("all "))
     comment = (ROOT/"configs"/"quick_test.yaml").read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
-"""Training from the outside, as a user runs it: the command, resuming after a kill, Ctrl-C, a diverging run, two processes.
+"""Training from the outside, as a user runs it: the command, resuming after a kill, Ctrl-C, a diverging run, two
+processes.
 
-Each run is a few steps of configs/quick_test.yaml on 64 examples, two at a time, so a test takes under a minute on 2 CPU cores.
-The README's main command in full is in test_main_job.py.
+Each run is a few steps of configs/quick_test.yaml on 64 examples, two at a time, so a test takes under a minute on 2
+CPU cores. The README's main command in full is in test_main_job.py.
 """
 import importlib.util, json, os, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
@@ -16,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_SILENT": "true"}
 ENV.pop("WANDB_API_KEY", None)
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
-SMALL = ["--max-steps", "8", "--set", "training.per_device_train_batch_size=2",             # 2, not 4: half the time of a step "--set", "training.logging_steps=1",
-         "--set", "training.gradient_checkpointing=true",                      # the recipe's setting (quick_test turns it off)
+# 2, not 4: half the time of a step "--set", "training.logging_steps=1",
+SMALL = ["--max-steps", "8", "--set", "training.per_device_train_batch_size=2",
+         # the recipe's setting (quick_test turns it off)
+         "--set", "training.gradient_checkpointing=true",
          "--set", "training.eval_steps=4", "--set", "training.save_steps=2", "--set", "training.save_total_limit=2",
          "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8",
          "--set", f"monitoring.report_to={'[tensorboard, wandb]' if HAS_WANDB else '[tensorboard]'}"]
@@ -93,10 +96,12 @@ def test_kill_and_resume_reaches_the_same_adapter(clean, tmp_path):
     assert a.keys() == b.keys()
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     moved = max((b[k] - at_kill[k]).abs().max().item() for k in b)
-    print(f"resumed vs uninterrupted: max difference {diff:.2e}; the steps after {killed_at.name} moved weights by {moved:.2e}")
+    print(f"resumed vs uninterrupted: max difference {diff:.2e}; the steps after "
+          f"{killed_at.name} moved weights by {moved:.2e}")
     assert diff < 1e-6 and moved > 1e-5                                  # the resumed steps did train, and the same way
 
-# The same command as `cmd`, with bitsandbytes as on a CPU with AVX512-BF16 (wronai.quant.as_on_avx512bf16: its real fused
+# The same command as `cmd`, with bitsandbytes as on a CPU with AVX512-BF16 (wronai.quant.as_on_avx512bf16: its real
+# fused
 # kernel where this CPU has one, a stand-in elsewhere), and a probe that records, at every training step, how many 4-bit
 # layers have bitsandbytes' packing switch on and how many are in its packed inference layout.
 AS_ON_AVX512BF16 = """
@@ -117,14 +122,16 @@ sys.exit(code)
 
 @pytest.mark.xdist_group("clean")                        # the clean run is made once, in one xdist worker
 def test_packing_cpus_train_the_same_adapter(clean, tmp_path):
-    "On a CPU with AVX512-BF16 bitsandbytes packs 4-bit weights at the first eval pass, and training through them loses gradients."
+    """On a CPU with AVX512-BF16 bitsandbytes packs 4-bit weights at the first eval pass, and training through them
+    loses gradients."""
     out, probe = tmp_path/"run", tmp_path/"probe.json"
     r = run([sys.executable, "-c", AS_ON_AVX512BF16, str(probe), *cmd(out)[2:]])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     seen = json.loads(probe.read_text())
     print("bitsandbytes' fused CPU kernel:", "the real one (this CPU has AVX512-BF16)" if seen["real_kernel"] else
           "not available on this CPU (no AVX512-BF16); the packed path ran on wronai.quant.fused_cpu_gemm")
-    assert len(seen["steps"]) == 8 and all(n == 210 and on == 0 and packed == 0 for n, on, packed in seen["steps"]), seen
+    assert len(seen["steps"]) == 8 and all(n == 210 and on == 0 and packed == 0 for n, on,
+                                           packed in seen["steps"]), seen
     a, b = adapter(clean[0]), adapter(out)
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"packing as shipped vs packing unavailable: max adapter difference {diff:.2e}")
@@ -139,13 +146,15 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     log = (tmp_path/"log").read_text()
     assert "Ctrl-C: stopping after this step" in log and "Traceback" not in log
     last = latest_checkpoint(out)
-    assert last is not None and int(last.name.split("-")[1]) >= 3, last   # a checkpoint at the step it stopped, not only the scheduled one
+    # a checkpoint at the step it stopped, not only the scheduled one
+    assert last is not None and int(last.name.split("-")[1]) >= 3, last
     assert not (out/"adapter_model.safetensors").exists()                 # an interrupted run is not a final adapter
     assert json.loads((out/"train_results.json").read_text())["interrupted"] is True
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     out = tmp_path/"run"
-    r = run(cmd(out, "--set", "training.learning_rate=1e30", "--set", "training.warmup_ratio=0", "--set", "training.save_steps=1",
+    r = run(cmd(out, "--set", "training.learning_rate=1e30", "--set", "training.warmup_ratio=0", "--set",
+                "training.save_steps=1",
                 "--set", "training.eval_steps=1"))
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     m = re.search(r"wronai: the training loss became (nan|inf) at step (\d+).*Last good checkpoint: (\S+?)\.", r.stderr)
@@ -160,17 +169,22 @@ def test_two_processes_agree_and_save_one_adapter(tmp_path):
     out = tmp_path/"run"
     # accelerate's data-parallel launcher (torchrun underneath); without a GPU the processes talk over gloo on the CPU.
     # (`--cpu` with several processes would need mpirun.)
-    r = run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-             "--dynamo_backend", "no", *cmd(out)[1:], "--max-steps", "2"])        # 2 steps (one checkpoint) prove the sync as well as 8
+    r = run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+             "no",
+             # 2 steps (one checkpoint) prove the sync as well as 8
+             "--dynamo_backend", "no", *cmd(out)[1:], "--max-steps", "2"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sums = dict(re.findall(r"rank (\d)/2: adapter sha256 (\w+)", r.stdout))
     assert sorted(sums) == ["0", "1"], r.stdout[-3000:]
-    assert sums["0"] == sums["1"], sums                  # each rank saw different batches; synced gradients keep every weight equal
+    # each rank saw different batches; synced gradients keep every weight equal
+    assert sums["0"] == sums["1"], sums
     res = json.loads((out/"train_results.json").read_text())
     assert res["world_size"] == 2 and res["adapter_sha256"] == sums["0"]
     final = adapter(out)
-    assert final.keys() == adapter(out/"checkpoint-2").keys()               # one adapter, readable: not two writers' mix
-    assert any(v.abs().max() > 0 for k, v in final.items() if "lora_B" in k)  # it trained (B starts at zero), so equal sums mean synced
+    # one adapter, readable: not two writers' mix
+    assert final.keys() == adapter(out/"checkpoint-2").keys()
+    # it trained (B starts at zero), so equal sums mean synced
+    assert any(v.abs().max() > 0 for k, v in final.items() if "lora_B" in k)
 
 BOOM = """
 import logging, signal, sys
@@ -196,10 +210,12 @@ assert signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGINT) 
 assert logging.getLogger("wronai.train").level == level
 assert len(picks) == 1, picks                                                  # the device is decided once, then passed down
 print("handler restored")
-"""
+"""  # noqa: E501 (Markdown: a table row or a paragraph is one line)
 
 def test_a_run_that_raises_gives_ctrl_c_back(tmp_path):
-    # the Trainer skips on_train_end when training raises; a notebook kernel must not be left with training's Ctrl-C handler.
-    # On the way, up to the first step: the device was picked once (setup, the model, the Trainer's arguments receive it)
+    # the Trainer skips on_train_end when training raises; a notebook kernel must not be left with training's
+    # Ctrl-C handler.
+    # On the way, up to the first step: the device was picked once (setup, the model, the Trainer's arguments
+    # receive it)
     r = run([sys.executable, "-c", BOOM, str(tmp_path/"run")])
     assert r.returncode == 0 and "handler restored" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]

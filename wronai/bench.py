@@ -15,18 +15,22 @@ from .memory import shape_of
 
 # %% ../nbs/06d_bench.ipynb #cb7898df
 def step_flops(s, targets, r, lengths, head_tokens, checkpointing):
-    "Model FLOPs of one LoRA step on a frozen base of `Shape` `s`: sequences of `lengths` real tokens, `head_tokens` positions through the output layer."
+    """Model FLOPs of one LoRA step on a frozen base of `Shape` `s`: sequences of `lengths` real tokens, `head_tokens`
+    positions through the output layer."""
     w = s.widths
     base = sum(i * o for i, o in w.values())                                    # all seven projections, frozen
     lora = sum(r * (i + o) for t, (i, o) in w.items() if t in targets)
     N, T2 = sum(lengths), sum(n * n for n in lengths)
-    fwd = N * (2 * base + 2 * lora) + 4 * s.q * T2                               # the projections; attention's two products
-    bwd = N * (2 * base + 4 * lora) + 10 * s.q * T2                              # input gradients and adapter gradients; attention recomputes its scores
+    # the projections; attention's two products
+    fwd = N * (2 * base + 2 * lora) + 4 * s.q * T2
+    # input gradients and adapter gradients; attention recomputes its scores
+    bwd = N * (2 * base + 4 * lora) + 10 * s.q * T2
     return s.layers * (fwd + bwd + (fwd if checkpointing else 0)) + head_tokens * 4 * s.hidden * s.vocab
 
 # %% ../nbs/06d_bench.ipynb #f3f27685
 def matmul_peak(device="cpu", n=None, reps=5):
-    "Dense matrix-product rate of `device` in FLOP/s, the best of `reps` after a warm-up: float32 on a CPU, bf16 on a GPU."
+    """Dense matrix-product rate of `device` in FLOP/s, the best of `reps` after a warm-up: float32 on a CPU, bf16 on a
+    GPU."""
     import torch
     cuda = device == "cuda"
     n, dt = n or (8192 if cuda else 2048), torch.bfloat16 if cuda else torch.float32
@@ -42,12 +46,14 @@ def matmul_peak(device="cpu", n=None, reps=5):
 
 # %% ../nbs/06d_bench.ipynb #8f0b6664
 class CountingCollator:
-    "A collator that records, for each batch it makes: the real tokens of each row, the padded size, and the positions whose next token is scored."
+    """A collator that records, for each batch it makes: the real tokens of each row, the padded size, and the positions
+    whose next token is scored."""
     def __init__(self, collate): self.collate, self.batches = collate, []
     def __call__(self, rows):
         b = self.collate(rows)
         mask, labels = b["attention_mask"], b["labels"]
-        self.batches.append({"lengths": mask.sum(1).tolist(), "padded": mask.numel(), "scored": int((labels[:, 1:] != IGNORE).sum())})
+        self.batches.append({"lengths": mask.sum(1).tolist(), "padded": mask.numel(),
+                             "scored": int((labels[:, 1:] != IGNORE).sum())})
         return b
 
 class _Callback:
@@ -66,30 +72,36 @@ class StepTimes(_Callback):
         if logs and "loss" in logs: self.losses.append(logs["loss"])
 
 # %% ../nbs/06d_bench.ipynb #443a9cc4
-BENCH_SETTINGS = ["training.gradient_checkpointing=true", "monitoring.report_to=[]"]   # checkpointing on, as TRL's default has it
+# checkpointing on, as TRL's default has it
+BENCH_SETTINGS = ["training.gradient_checkpointing=true", "monitoring.report_to=[]"]
 
 def _trl_trainer(s, args_w, steps, out, callbacks):
-    "TRL's SFTTrainer with its own defaults for batching, padding, loss and checkpointing, and wronai's optimisation (`args_w`)."
+    """TRL's SFTTrainer with its own defaults for batching, padding, loss and checkpointing, and wronai's optimisation
+    (`args_w`)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-    ds = Dataset.from_list([{"input_ids": x["input_ids"], "labels": x["labels"]} for x in s.train])   # the same tokens and loss masks
+    # the same tokens and loss masks
+    ds = Dataset.from_list([{"input_ids": x["input_ids"], "labels": x["labels"]} for x in s.train])
     a = SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=args_w.per_device_train_batch_size,
                   gradient_accumulation_steps=args_w.gradient_accumulation_steps, learning_rate=args_w.learning_rate,
-                  lr_scheduler_type=args_w.lr_scheduler_type, warmup_steps=args_w.warmup_steps, weight_decay=args_w.weight_decay,
+                  lr_scheduler_type=args_w.lr_scheduler_type, warmup_steps=args_w.warmup_steps,
+                  weight_decay=args_w.weight_decay,
                   max_grad_norm=args_w.max_grad_norm, optim=args_w.optim, seed=args_w.seed, data_seed=args_w.data_seed,
                   bf16=args_w.bf16, fp16=args_w.fp16, use_cpu=args_w.use_cpu, report_to=[], logging_steps=1,
                   save_strategy="no", eval_strategy="no")
     return SFTTrainer(model=s.model, args=a, train_dataset=ds, processing_class=s.tokenizer, callbacks=callbacks)
 
 class _Reseed(_Callback):
-    "A TrainerCallback that seeds torch's generator as the first step begins, after the sampler drew the batch order: runs alike up to their dropout masks (scripts/profile_cpu.py)."
+    """A TrainerCallback that seeds torch's generator as the first step begins, after the sampler drew the batch order:
+    runs alike up to their dropout masks (scripts/profile_cpu.py)."""
     def __init__(self, seed): self.seed = seed
     def on_step_begin(self, args, state, control, **k):
         import torch
         if state.global_step == 0: torch.manual_seed(self.seed)
 
 class _Profile(_Callback):
-    "A TrainerCallback that runs torch's profiler over the steps from `first` (counted from 0) to the end; `ops()`: each operator's own seconds per profiled step."
+    """A TrainerCallback that runs torch's profiler over the steps from `first` (counted from 0) to the end; `ops()`:
+    each operator's own seconds per profiled step."""
     def __init__(self, first): self.first, self.prof, self.n = first, None, 0
     def on_step_begin(self, args, state, control, **k):
         import torch
@@ -98,12 +110,14 @@ class _Profile(_Callback):
     def on_train_end(self, *a, **k):
         if self.prof is not None: self.prof.__exit__(None, None, None)
     def ops(self):
-        return {e.key: e.self_cpu_time_total / 1e6 / self.n for e in self.prof.key_averages() if e.self_cpu_time_total > 0}
+        return {e.key: e.self_cpu_time_total / 1e6 / self.n for e in self.prof.key_averages()
+                if e.self_cpu_time_total > 0}
 
 def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=None, profile=0):
-    """Train `steps` steps of `cfg` with wronai's trainer or TRL's (`kind`) in this process; what `bench` reports of the run.
-    `torch_dropout`: wronai's adapters keep peft's `nn.Dropout` instead of `CpuDropout` (TRL's always do); `dropout_seed`: seed torch as the first step begins;
-    `profile`: run torch's profiler over the last `profile` steps (untimed) and report each operator's seconds per step."""
+    """Train `steps` steps of `cfg` with wronai's trainer or TRL's (`kind`) in this process; what `bench` reports of the
+    run. `torch_dropout`: wronai's adapters keep peft's `nn.Dropout` instead of `CpuDropout` (TRL's always do);
+    `dropout_seed`: seed torch as the first step begins; `profile`: run torch's profiler over the last `profile`
+    steps (untimed) and report each operator's seconds per step."""
     from transformers import set_seed
     from wronai.models import pick_device
     from wronai.runs import PeakMemory, WronaiTrainer, anon_mb
@@ -114,7 +128,8 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     runtime = anon_mb()
     set_seed(cfg.training.seed)
     s = setup(cfg, trainable_rows=False, device=device)
-    if torch_dropout or kind == "trl": cpu_dropout(s.model, on=False)          # TRL gets peft's model as peft makes it: nn.Dropout
+    # TRL gets peft's model as peft makes it: nn.Dropout
+    if torch_dropout or kind == "trl": cpu_dropout(s.model, on=False)
     out = Path(tempfile.mkdtemp(prefix=f"wronai-bench-{kind}-"))
     args, _, _ = training_arguments(cfg, out, max_steps=steps, device=device)
     args = replace(args, eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1)
@@ -123,7 +138,8 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     if kind == "wronai":
         if device == "cpu": lean_cpu_malloc()                                   # as `wronai train` does on a CPU
         counter = CountingCollator(s.collator)
-        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, data_collator=counter, processing_class=s.tokenizer, callbacks=[timer, *extra])
+        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, data_collator=counter,
+                                processing_class=s.tokenizer, callbacks=[timer, *extra])
     elif kind == "trl":
         trainer = _trl_trainer(s, args, steps, out, [timer, *extra])
         counter = trainer.data_collator = CountingCollator(trainer.data_collator)
@@ -132,15 +148,20 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     base = s.model.get_base_model()
     sh, ckpt = shape_of(base.config), bool(getattr(base, "is_activation_checkpointing", False))
     targets = list(sh.widths) if cfg.lora.target_modules == "all-linear" else cfg.lora.target_modules
-    batches, timed = counter.batches[:len(timer.times)], range(warmup, len(timer.times) - profile)   # one batch per step: no accumulation here
+    # one batch per step: no accumulation here
+    batches, timed = counter.batches[:len(timer.times)], range(warmup, len(timer.times) - profile)
     real, secs = sum(sum(batches[i]["lengths"]) for i in timed), sum(timer.times[i] for i in timed)
-    head = [b["scored"] if kind == "wronai" else sum(b["lengths"]) for b in batches]       # wronai: scored positions; TRL: every real one
+    # wronai: scored positions; TRL: every real one
+    head = [b["scored"] if kind == "wronai" else sum(b["lengths"]) for b in batches]
     flops = sum(step_flops(sh, targets, cfg.lora.r, batches[i]["lengths"], head[i], ckpt) for i in timed)
     mem = peak.peak if device == "cuda" or peak.peak is None else peak.peak - runtime
     return {"real_tokens_per_s": real / secs, "real_token_share": real / sum(batches[i]["padded"] for i in timed),
-            "peak_memory_mb": mem, "final_loss": sum(timer.losses[-5:]) / len(timer.losses[-5:]), "flops_per_s": flops / secs,
-            "checkpointing": ckpt, "steps": len(timer.times), "timed_steps": len(timed), "seconds": secs, "real_tokens": real,
-            "losses": timer.losses, "lengths": [b["lengths"] for b in batches], **({"profile": prof.ops()} if prof else {})}
+            "peak_memory_mb": mem, "final_loss": sum(timer.losses[-5:]) / len(timer.losses[-5:]),
+            "flops_per_s": flops / secs,
+            "checkpointing": ckpt, "steps": len(timer.times), "timed_steps": len(timed), "seconds": secs,
+            "real_tokens": real,
+            "losses": timer.losses, "lengths": [b["lengths"] for b in batches],
+            **({"profile": prof.ops()} if prof else {})}
 
 # %% ../nbs/06d_bench.ipynb #b50dff23
 def _child(argv=None):
@@ -148,29 +169,38 @@ def _child(argv=None):
     import argparse
     from wronai.config import load_config
     ap = argparse.ArgumentParser()
-    ap.add_argument("--one"); ap.add_argument("--config"); ap.add_argument("--steps", type=int); ap.add_argument("--warmup", type=int)
+    ap.add_argument("--one")
+    ap.add_argument("--config")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--warmup", type=int)
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args(argv)
     print("RESULT " + json.dumps(run_one(a.one, load_config(a.config, a.set), a.steps, a.warmup)), flush=True)
 
 def bench(config, steps=30, warmup=3, overrides=(), json_path=None):
-    "wronai's trainer and TRL's SFTTrainer on the same model, examples, batch, LoRA and steps, one process each, back to back: the figures of both."
+    """wronai's trainer and TRL's SFTTrainer on the same model, examples, batch, LoRA and steps, one process each, back
+    to back: the figures of both."""
     import importlib.metadata as md
     import torch
     from wronai.models import pick_device
     from wronai.preflight import load_checked
     from wronai.quant import cpu_flags
     sets = [*BENCH_SETTINGS, *overrides]
-    cfg = load_checked(config, sets)                                             # a bad config is named before anything runs
-    if cfg.training.gradient_accumulation_steps != 1: raise ValueError("bench: training.gradient_accumulation_steps must be 1 (one batch per timed step)")
+    # a bad config is named before anything runs
+    cfg = load_checked(config, sets)
+    if cfg.training.gradient_accumulation_steps != 1:
+        raise ValueError("bench: training.gradient_accumulation_steps must be 1 (one batch per timed step)")
     if cfg.data.packing: raise ValueError("bench: data.packing must be false (TRL gets the examples one per row)")
     if steps <= warmup: raise ValueError(f"bench: steps ({steps}) must be more than the warm-up steps ({warmup})")
     device = pick_device(cfg.hardware.device)
-    res = {"config": str(config), "settings": sets, "steps": steps, "warmup_steps": warmup, "device": device, "cpu": cpu_flags(),
-           "threads": torch.get_num_threads(), "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "trl")},
+    res = {"config": str(config), "settings": sets, "steps": steps, "warmup_steps": warmup, "device": device,
+           "cpu": cpu_flags(),
+           "threads": torch.get_num_threads(),
+           "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "trl")},
            "matmul_peak_flops": matmul_peak(device)}
     for kind in ("wronai", "trl"):
-        cmd = [sys.executable, "-c", "from wronai.bench import _child; _child()", "--one", kind, "--config", str(config),
+        cmd = [sys.executable, "-c", "from wronai.bench import _child; _child()", "--one", kind, "--config",
+               str(config),
                "--steps", str(steps), "--warmup", str(warmup)] + [x for s in sets for x in ("--set", s)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -187,8 +217,11 @@ def table(res):
     w, t = res["wronai"], res["trl"]
     rows = [("real tokens/s (after warm-up)", f"{w['real_tokens_per_s']:.0f}", f"{t['real_tokens_per_s']:.0f}"),
             ("real (non-padding) share of the tokens", f"{w['real_token_share']:.0%}", f"{t['real_token_share']:.0%}"),
-            ("peak memory above the runtime (MiB)" if res["device"] != "cuda" else "peak allocated memory (MiB)", f"{w['peak_memory_mb']:,.0f}", f"{t['peak_memory_mb']:,.0f}"),
+            ("peak memory above the runtime (MiB)" if res["device"] != "cuda" else "peak allocated memory (MiB)",
+             f"{w['peak_memory_mb']:,.0f}", f"{t['peak_memory_mb']:,.0f}"),
             ("loss, mean of the last 5 steps", f"{w['final_loss']:.3f}", f"{t['final_loss']:.3f}"),
             ("model-FLOPs utilisation", f"{w['mfu']:.1%}", f"{t['mfu']:.1%}")]
-    return (f"| {res['steps']} steps of {Path(res['config']).name} on {res['device']} | wronai | TRL {res['versions']['trl']} SFTTrainer |\n|---|---|---|\n"
-            + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) + f"\n| **speedup** (real tokens/s) | **{res['speedup']:.2f}x** | 1x |")
+    return (f"| {res['steps']} steps of {Path(res['config']).name} on "
+            f"{res['device']} | wronai | TRL {res['versions']['trl']} SFTTrainer " "|\n|---|---|---|\n"
+            + "\n".join(f"| {a} | {b} | {c} |" for a, b,
+                        c in rows) + f"\n| **speedup** (real tokens/s) | **{res['speedup']:.2f}x** | 1x |")

@@ -21,17 +21,21 @@ def _config_show(args):
 def _config_check(args):
     "Validate a config: exit 0 when usable."
     cfg = load_checked(args.config, args.set)
-    print(f"{args.config}: ok ({cfg.model.name}, LoRA r={cfg.lora.r} on {len(cfg.lora.target_modules) if isinstance(cfg.lora.target_modules, list) else cfg.lora.target_modules} modules)")
+    print(f"{args.config}: ok ({cfg.model.name}, LoRA r={cfg.lora.r} on "
+          f"{len(cfg.lora.target_modules) if isinstance(cfg.lora.target_modules, list) else cfg.lora.target_modules} "
+          "modules)")
     return 0
 
 def _add_config(sub):
     "Register `wronai config show|check`."
     p = sub.add_parser("config", help="show or check a YAML config")
     csub = p.add_subparsers(dest="action", required=True)
-    for name, fn, help in [("show", _config_show, "print the resolved config"), ("check", _config_check, "validate a config (exit 2 if invalid)")]:
+    for name, fn, help in [("show", _config_show, "print the resolved config"),
+                           ("check", _config_check, "validate a config (exit 2 if invalid)")]:
         q = csub.add_parser(name, help=help)
         q.add_argument("config", help="path to a YAML config, e.g. configs/quick_test.yaml")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.max_steps=10")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key, e.g. training.max_steps=10")
         q.set_defaults(func=fn)
 
 # %% ../nbs/09_cli.ipynb #70db91a6
@@ -42,20 +46,27 @@ def _data_build(args):
     prose = build_prose(args.prose_out, seed=args.seed)
     for pkg, v in prose["sources"].items():
         if "skipped" in v: print(f"polish-prose {pkg:<26} skipped: {v['skipped']}")
-        else: print(f"polish-prose {pkg:<26} {v['train']['words']:>7} words train  {v['validation']['words']:>6} validation  {v['heldout']['words']:>6} held out")
-    print(f"polish-prose {'total':<26} {prose['train']['words']:>7} words train  {prose['validation']['words']:>6} validation  {prose['heldout']['words']:>6} held out  -> "
+        else: print(f"polish-prose {pkg:<26} {v['train']['words']:>7} words train  "
+                    f"{v['validation']['words']:>6} validation  {v['heldout']['words']:>6} " "held out")
+    print(f"polish-prose {'total':<26} {prose['train']['words']:>7} words train  "
+          f"{prose['validation']['words']:>6} validation  " f"{prose['heldout']['words']:>6} held out  -> "
           f"{args.prose_out or 'the wronai cache (datasets/polish-prose)'}")
     for fam, v in prose["tasks"].items():
-        print(f"polish-prose-tasks {fam:<20} {v['train_examples']:>6} train  {v['validation_examples']:>4} validation  {v['test_examples']:>4} test")
+        print(f"polish-prose-tasks {fam:<20} {v['train_examples']:>6} train  "
+              f"{v['validation_examples']:>4} validation  {v['test_examples']:>4} test")
     out = args.out
     stats = build(out, seed=args.seed)
     for fam, v in stats["families"].items():
-        print(f"{fam:<24} {v['train_examples']:>6} train  {v['validation_examples']:>4} validation  {v['test_examples']:>4} test  ({v['rejected_unknown_words']} rejected: unknown words)")
-    print(f"{'total':<24} {stats['train_examples']:>6} train  {stats['validation_examples']:>4} validation  {stats['test_examples']:>4} test  -> {out or 'the wronai cache (datasets/polish-instruct)'}")
+        print(f"{fam:<24} {v['train_examples']:>6} train  "
+              f"{v['validation_examples']:>4} validation  {v['test_examples']:>4} "
+              f"test  ({v['rejected_unknown_words']} rejected: unknown words)")
+    print(f"{'total':<24} {stats['train_examples']:>6} train  " f"{stats['validation_examples']:>4} validation  "
+          f"{stats['test_examples']:>4} test  -> " f"{out or 'the wronai cache (datasets/polish-instruct)'}")
     return 0
 
 def _data_check(args):
-    "Read a data file (or a config's data) as training will, without a model: rows kept, rows skipped by reason and line; exit 0 when some rows are usable, 2 when none."
+    """Read a data file (or a config's data) as training will, without a model: rows kept, rows skipped by reason and
+    line; exit 0 when some rows are usable, 2 when none."""
     from wronai.data import DataReport, clean, read_dataset, tokenize
     cfg = load_checked(args.source, args.set) if Path(args.source).suffix.lower() in (".yaml", ".yml") else None
     name = cfg.data.dataset_name if cfg else args.source
@@ -66,13 +77,15 @@ def _data_check(args):
         before = report.kept
         recs[split_name], report = clean(rows, report)
         print(f"{split_name}: {len(rows)} rows read, {report.kept - before} usable")
-    if cfg and report.kept:                                                    # the tokenizer only: lengths against max_seq_length
+    # the tokenizer only: lengths against max_seq_length
+    if cfg and report.kept:
         from wronai.tokens import prepare_tokenizer
         tok, d = prepare_tokenizer(cfg), cfg.data
         for split_name, rs in recs.items():
             exs, report = tokenize(rs, tok, d.max_seq_length, d.prompt_format, report)
             lens = sorted(len(e["input_ids"]) for e in exs)
-            if lens: print(f"{split_name}: tokens per example {lens[0]} to {lens[-1]} (median {lens[len(lens) // 2]}), max_seq_length {d.max_seq_length}")
+            if lens: print(f"{split_name}: tokens per example {lens[0]} to {lens[-1]} (median "
+                           f"{lens[len(lens) // 2]}), max_seq_length {d.max_seq_length}")
     print(f"{name}: {report}")
     if not report.kept: return _fail(f"{name}: no usable rows", 2)
     return 0
@@ -81,13 +94,19 @@ def _add_data(sub):
     "Register `wronai data build` and `wronai data check`."
     p = sub.add_parser("data", help="build datasets")
     dsub = p.add_subparsers(dest="action", required=True)
-    q = dsub.add_parser("build", help="build polish-instruct offline, and polish-prose from Debian packages where apt-get works")
+    q = dsub.add_parser("build",
+                        help="build polish-instruct offline, and polish-prose from Debian packages where apt-get works")
     q.add_argument("--out", default=None, help="output folder (default: ~/.cache/wronai/datasets/polish-instruct)")
     q.add_argument("--seed", type=int, default=42, help="seed; the same seed gives byte-identical files")
-    q.add_argument("--prose-out", default=None, help="polish-prose's folder (default: ~/.cache/wronai/datasets/polish-prose)")
+    q.add_argument("--prose-out", default=None,
+                   help="polish-prose's folder (default: ~/.cache/wronai/datasets/polish-prose)")
     q.set_defaults(func=_data_build)
-    c = dsub.add_parser("check", help="read a data file or a config's data as training would, and report what is kept and skipped (no model loads)")
-    c.add_argument("source", help="a data file or folder (JSONL, JSON, CSV, Parquet), or a YAML config (then its data, and token lengths)")
+    c = dsub.add_parser("check",
+                        help="read a data file or a config's data as training would, and report "
+                             "what is kept and skipped (no model loads)")
+    c.add_argument("source",
+                   help="a data file or folder (JSONL, JSON, CSV, Parquet), or a YAML config "
+                        "(then its data, and token lengths)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the config")
     c.set_defaults(func=_data_check)
 
@@ -99,9 +118,11 @@ def _train(args):
     cfg = load_checked(args.config, args.set)
     from wronai.runs import NonFiniteLoss
     from wronai.train import summary, train
-    try: res = train(cfg, args.output_dir, args.max_steps, args.resume, lean_malloc=True, preflight=False)   # this process is the run's own; load_checked checked cfg
+    # this process is the run's own; load_checked checked cfg
+    try: res = train(cfg, args.output_dir, args.max_steps, args.resume, lean_malloc=True, preflight=False)
     except NonFiniteLoss as e: return _fail(e, 1)
-    except KeyboardInterrupt: return _fail("stopped at once by a second Ctrl-C; the last complete checkpoint is kept", 130)
+    except KeyboardInterrupt: return _fail("stopped at once by a second Ctrl-C; the last complete checkpoint is kept",
+                                           130)
     except Exception as e:
         if args.debug or isinstance(e, BAD_INPUT): raise                  # main() says what was wrong with the input
         from wronai.runs import latest_checkpoint
@@ -129,10 +150,13 @@ def _add_train(sub):
     "Register `wronai train`."
     p = sub.add_parser("train", help="QLoRA fine-tune as a config says (see nbs/06_training.ipynb)")
     p.add_argument("--config", required=True, help="path to a YAML config, e.g. configs/quick_test.yaml")
-    p.add_argument("--output-dir", default=None, help="where checkpoints and the adapter go (default: training.output_dir)")
+    p.add_argument("--output-dir", default=None,
+                   help="where checkpoints and the adapter go (default: training.output_dir)")
     p.add_argument("--max-steps", type=_positive, default=None, help="optimizer steps (default: training.max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in the output folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. training.learning_rate=1e-4")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint in the output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. training.learning_rate=1e-4")
     p.set_defaults(func=_train)
 
 # %% ../nbs/09_cli.ipynb #468fe5a7
@@ -141,27 +165,34 @@ def _memory(args):
     cfg = load_checked(args.config, args.set)
     from wronai.memory import available_mib, checkpointing, model_config, need_mib, plan, report
     from wronai.models import pick_device
-    device = args.device or ("cuda" if args.gpu_mb or cfg.hardware.max_gpu_memory_mb else pick_device(cfg.hardware.device))
-    limit, mcfg = args.gpu_mb or available_mib(cfg, device), model_config(cfg)      # config.json read once for all three
+    device = args.device or ("cuda" if args.gpu_mb or cfg.hardware.max_gpu_memory_mb
+                             else pick_device(cfg.hardware.device))
+    # config.json read once for all three
+    limit, mcfg = args.gpu_mb or available_mib(cfg, device), model_config(cfg)
     print(report(cfg, device, limit, mcfg))
     on, _ = checkpointing(cfg, device, limit, mcfg)
     return 0 if need_mib(plan(cfg, device, checkpointing=on, mcfg=mcfg)) <= limit else 3
 
 def _add_memory(sub):
     "Register `wronai memory`."
-    p = sub.add_parser("memory", help="predict a config's peak training memory and whether it fits (see nbs/06c_memory.ipynb)")
+    p = sub.add_parser("memory",
+                       help="predict a config's peak training memory and whether it fits (see nbs/06c_memory.ipynb)")
     p.add_argument("--config", required=True, help="path to a YAML config, e.g. configs/default.yaml")
-    p.add_argument("--gpu-mb", type=_positive, default=None, help="the GPU's memory in MiB (default: hardware.max_gpu_memory_mb, else this machine's)")
+    p.add_argument("--gpu-mb", type=_positive, default=None,
+                   help="the GPU's memory in MiB (default: hardware.max_gpu_memory_mb, else this machine's)")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None,
-                   help="plan for this device (default: cuda when a GPU limit is given or configured, else this machine's device)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. data.max_seq_length=1024")
+                   help="plan for this device (default: cuda when a GPU limit is given or "
+                        "configured, else this machine's device)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. data.max_seq_length=1024")
     p.set_defaults(func=_memory)
 
 # %% ../nbs/09_cli.ipynb #84743006
 def _bench(args):
     "wronai's trainer against TRL's on the same work; exit 0 done, 2 bad input, 1 when a run fails."
     import importlib.util
-    if importlib.util.find_spec("trl") is None: return _fail("wronai bench runs TRL's SFTTrainer beside wronai's: pip install 'trl>=1.16,<2'", 2)
+    if importlib.util.find_spec("trl") is None:
+        return _fail("wronai bench runs TRL's SFTTrainer beside wronai's: pip install 'trl>=1.16,<2'", 2)
     from wronai.bench import bench, table
     try: res = bench(args.config, args.steps, args.warmup, args.set, args.json)
     except RuntimeError as e: return _fail(str(e), 1)
@@ -171,12 +202,16 @@ def _bench(args):
 
 def _add_bench(sub):
     "Register `wronai bench`."
-    p = sub.add_parser("bench", help="wronai's trainer and TRL's SFTTrainer side by side: tokens/s, padding, memory, loss, MFU (see nbs/06d_bench.ipynb)")
-    p.add_argument("--config", default="configs/quick_test.yaml", help="the work both trainers do (default: configs/quick_test.yaml)")
+    p = sub.add_parser("bench",
+                       help="wronai's trainer and TRL's SFTTrainer side by side: tokens/s, "
+                            "padding, memory, loss, MFU (see nbs/06d_bench.ipynb)")
+    p.add_argument("--config", default="configs/quick_test.yaml",
+                   help="the work both trainers do (default: configs/quick_test.yaml)")
     p.add_argument("--steps", type=_positive, default=30, help="optimizer steps of each trainer (default 30)")
     p.add_argument("--warmup", type=_positive, default=3, help="first steps left out of the timing (default 3)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key for both, e.g. training.per_device_train_batch_size=4")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key for both, e.g. training.per_device_train_batch_size=4")
     p.set_defaults(func=_bench)
 
 # %% ../nbs/09_cli.ipynb #9c04a95d
@@ -206,19 +241,24 @@ def _add_eval(sub):
     p.add_argument("--adapter", required=True, help="output folder of `wronai train` (or one of its checkpoints)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the report here as JSON")
     p.add_argument("--text", default=None, metavar="FILE", help="also the perplexity of this Polish text file")
-    p.add_argument("--plot", default=None, metavar="FILE", help="exact match per family as an image (default: ADAPTER/eval.png)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="exact match per family as an image (default: ADAPTER/eval.png)")
     p.add_argument("--full-precision", action="store_true", help="load the base unquantized instead of NF4 as trained")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. evaluation.max_examples=50")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. evaluation.max_examples=50")
     p.set_defaults(func=_eval)
 
 # %% ../nbs/09_cli.ipynb #1fbba551
 def _chat(args):
     "Answer questions with base + adapter; exit 0 done, 2 bad input, 130 Ctrl-C."
-    if args.prompt is not None and not args.prompt.strip(): return _fail("--prompt is empty: give the question to answer", 2)   # before torch or a model loads
+    # before torch or a model loads
+    if args.prompt is not None and not args.prompt.strip():
+        return _fail("--prompt is empty: give the question to answer", 2)
     from wronai.infer import Chat, Sampling
     try:
         s = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.seed)
-        chat = Chat.from_adapter(args.adapter, args.config, quantized=not args.full_precision, register=args.register, sampling=s)
+        chat = Chat.from_adapter(args.adapter, args.config, quantized=not args.full_precision, register=args.register,
+                                 sampling=s)
     except (FileNotFoundError, ValueError) as e: return _fail(e, 2)
     tty = args.prompt is None and sys.stdin.isatty()
     if tty: print("Ask in Polish. /formal and /informal switch the register; an empty line or Ctrl-D ends.")
@@ -254,7 +294,8 @@ def _add_chat(sub):
     p.add_argument("--adapter", required=True, help="output folder of `wronai train`")
     p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
     p.add_argument("--prompt", default=None, help="answer this one question and exit")
-    p.add_argument("--register", choices=["formal", "informal"], default="formal", help="Polish register tag of the prompt")
+    p.add_argument("--register", choices=["formal", "informal"], default="formal",
+                   help="Polish register tag of the prompt")
     p.add_argument("--full-precision", action="store_true", help="load the base unquantized instead of NF4 as trained")
     p.add_argument("--max-new-tokens", type=int, default=128, help="answer budget in tokens")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sample")
@@ -272,9 +313,11 @@ def _add_chat(sub):
 # %% ../nbs/09_cli.ipynb #a6526565
 def _serve(args):
     "Serve an adapter over HTTP until Ctrl-C; exit 0 stopped, 2 bad input."
-    if args.api_key is not None and not args.api_key.strip(): return _fail("--api-key is empty: give the key clients must send", 2)
+    if args.api_key is not None and not args.api_key.strip():
+        return _fail("--api-key is empty: give the key clients must send", 2)
     from wronai.evaluate import check_adapter
-    check_adapter(args.adapter)                                              # a broken folder is named before the model loads
+    # a broken folder is named before the model loads
+    check_adapter(args.adapter)
     from wronai.serve import serve
     serve(args.adapter, args.host, args.port, args.merged, args.api_key, args.model_name, args.config)
     return 0
@@ -291,35 +334,44 @@ def _add_serve(sub):
     p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--merged", action="store_true", help="fold the adapter into a full-precision base: faster per token, more memory")
+    p.add_argument("--merged", action="store_true",
+                   help="fold the adapter into a full-precision base: faster per token, more memory")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every /v1 request")
-    p.add_argument("--model-name", default=None, help="the model name clients send (default: the adapter folder's name)")
+    p.add_argument("--model-name", default=None,
+                   help="the model name clients send (default: the adapter folder's name)")
     p.set_defaults(func=_serve)
 
 # %% ../nbs/09_cli.ipynb #db3036ef
 def _export(args):
     "Write GGUF files and a Modelfile; exit 0 done, 2 bad input."
     from wronai.evaluate import check_adapter
-    check_adapter(args.adapter)                                              # a broken folder is named before the model loads
+    # a broken folder is named before the model loads
+    check_adapter(args.adapter)
     from wronai.export import export
     for f in export(args.adapter, args.out, args.quant, args.config, args.register): print(f)
     return 0
 
 def _add_export(sub):
     "Register `wronai export`."
-    p = sub.add_parser("export", help="write the tuned model as GGUF for llama.cpp, Ollama, LM Studio (see nbs/08c_export.ipynb)")
+    p = sub.add_parser("export",
+                       help="write the tuned model as GGUF for llama.cpp, Ollama, LM Studio (see nbs/08c_export.ipynb)")
     p.add_argument("--adapter", required=True, help="output folder of `wronai train`")
-    p.add_argument("--out", required=True, help="folder for wronai-QUANT.gguf and Modelfile (existing files are never overwritten)")
+    p.add_argument("--out", required=True,
+                   help="folder for wronai-QUANT.gguf and Modelfile (existing files are never overwritten)")
     p.add_argument("--format", choices=["gguf"], default="gguf", help="file format (gguf)")
-    p.add_argument("--quant", nargs="+", choices=["f16", "q8_0"], default=["f16"], help="storage type(s): f16 (default), q8_0 (half the size)")
-    p.add_argument("--register", choices=["formal", "informal"], default="formal", help="Polish register tag of the prompt template")
+    p.add_argument("--quant", nargs="+", choices=["f16", "q8_0"], default=["f16"],
+                   help="storage type(s): f16 (default), q8_0 (half the size)")
+    p.add_argument("--register", choices=["formal", "informal"], default="formal",
+                   help="Polish register tag of the prompt template")
     p.add_argument("--config", default=None, help="the config it was trained with (default: ADAPTER/wronai.yaml)")
     p.set_defaults(func=_export)
 
 # %% ../nbs/09_cli.ipynb #9ec65b9b
 def parser():
     "The `wronai` argument parser."
-    p = argparse.ArgumentParser(prog="wronai", description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat, serving, export.")
+    p = argparse.ArgumentParser(prog="wronai",
+                                description="Polish QLoRA fine-tuning: configs, data, training, evaluation, chat, "
+                                            "serving, export.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_config(sub)
     _add_data(sub)
@@ -335,13 +387,17 @@ def parser():
             subs = [a for a in q._actions if isinstance(a, argparse._SubParsersAction)]
             if subs: yield from leaves(subs[0])
             else: yield q
-    for q in leaves(sub): q.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one message")
+    for q in leaves(sub): q.add_argument("--debug", action="store_true",
+                                         help="show the traceback of an error instead of one message")
     return p
 
-BAD_INPUT = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ModuleNotFoundError)  # exit 2
+# exit 2
+BAD_INPUT = (ConfigError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+             ModuleNotFoundError)
 
 def _describe(e):
-    "An exception as one readable line: its own message, with its type where the message alone would not say what it is."
+    """An exception as one readable line: its own message, with its type where the message alone would not say what it
+    is."""
     msg = str(e).strip() or type(e).__name__
     if isinstance(e, OSError) and e.filename and str(e.filename) not in msg: msg = f"{e.filename}: {msg}"
     return msg if isinstance(e, (ConfigError, ValueError, FileExistsError)) else f"{type(e).__name__}: {msg}"
@@ -351,10 +407,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     if Path(filename).parent == Path(__file__).parent: print(f"wronai: warning: {message}", file=sys.stderr)
     else: sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-LIGHT = (_config_show, _config_check, _data_build, _data_check)   # commands that load no model: torch is not even imported
+# commands that load no model: torch is not even imported
+LIGHT = (_config_show, _config_check, _data_build, _data_check)
 
 def _run(args):
-    "Run a command; one that loads a model does it inside `kernels_line_explained` (03_quantization): this process is the command's own."
+    """Run a command; one that loads a model does it inside `kernels_line_explained` (03_quantization): this process is
+    the command's own."""
     if args.func in LIGHT: return args.func(args)
     from wronai.quant import kernels_line_explained
     with kernels_line_explained(): return args.func(args)
@@ -369,6 +427,7 @@ def main(argv=None):
         except BAD_INPUT as e:
             if args.debug: raise
             return _fail(_describe(e), 2)
-        except Exception as e:                                               # not the input: a failure of the run itself
+        # not the input: a failure of the run itself
+        except Exception as e:
             if args.debug: raise
             return _fail(f"{_describe(e)} (run again with --debug for the traceback)", 1)

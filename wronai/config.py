@@ -80,10 +80,13 @@ def _coerce(value, tp, path, errors):
 
 # %% ../nbs/00_config.ipynb #c64b41d1
 class _Section:
-    "Base of config sections: range checks in `_problems`, renamed keys in `_aliases`, retired keys (ignored with a warning) in `_retired`."
+    """Base of config sections: range checks in `_problems`, renamed keys in `_aliases`, retired keys (ignored with a
+    warning) in `_retired`."""
     _aliases: ClassVar[dict] = {}
-    _retired: ClassVar[dict] = {}                     # key -> why it is gone; configs and saved runs that have it still load
-    def _problems(self): return []                    # (key, message) pairs for values that are typed right but unusable
+    # key -> why it is gone; configs and saved runs that have it still load
+    _retired: ClassVar[dict] = {}
+    # (key, message) pairs for values that are typed right but unusable
+    def _problems(self): return []
 
 def _build(cls, data, path, errors):
     "An instance of dataclass `cls` from the mapping `data`, with every problem added to `errors`."
@@ -114,32 +117,43 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 @dataclass
 class ModelArgs(_Section):
     "Which base model to fine-tune and how to load it."
-    name: str = "mistralai/Mistral-7B-v0.1"  # hub id (Colab), a local directory, or `packaged:smollm2-135m` / `packaged:gemma3-270m`
+    # hub id (Colab), a local directory, or `packaged:smollm2-135m` / `packaged:gemma3-270m`
+    name: str = "mistralai/Mistral-7B-v0.1"
     revision: str | None = None  # hub branch, tag or commit; pin it for reproducible runs
     trust_remote_code: bool = False  # run Python code shipped inside a hub repository: an explicit opt-in
-    dtype: Literal[DTYPES] = "auto"  # dtype of unquantized weights; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
-    device_map: str = "auto"  # how accelerate spreads the model over the GPUs: auto, balanced, balanced_low_0, sequential, or cuda:N for one; the device is hardware.device
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None  # None: transformers picks (sdpa where available)
+    # dtype of unquantized weights; auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
+    dtype: Literal[DTYPES] = "auto"
+    # how accelerate spreads the model over the GPUs: auto, balanced, balanced_low_0, sequential, or cuda:N for
+    # one; the device is hardware.device
+    device_map: str = "auto"
+    # None: transformers picks (sdpa where available)
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
     _aliases: ClassVar[dict] = {"torch_dtype": "dtype"}
 
     def _problems(self):
-        p = [("name", "the model name is empty")] if not self.name.strip() else []   # whether it exists here: wronai.preflight (00b)
+        # whether it exists here: wronai.preflight (00b)
+        p = [("name", "the model name is empty")] if not self.name.strip() else []
         if self.device_map in ("cpu", "cuda", "mps"):
-            p.append(("device_map", f"places the model on GPUs; for {self.device_map!r} set hardware.device: {self.device_map}"))
+            p.append(("device_map",
+                      f"places the model on GPUs; for {self.device_map!r} set hardware.device: {self.device_map}"))
         elif self.device_map not in ("auto", "balanced", "balanced_low_0", "sequential") and not (
                 self.device_map.startswith("cuda:") and self.device_map[5:].isdigit()):
-            p.append(("device_map", f"must be auto, balanced, balanced_low_0, sequential or cuda:N; got {self.device_map!r}"))
+            p.append(("device_map",
+                      f"must be auto, balanced, balanced_low_0, sequential or cuda:N; got {self.device_map!r}"))
         return p
 
 # %% ../nbs/00_config.ipynb #ba2553d5
 POLISH_TOKENS = ["<polish>", "</polish>", "<formal>", "</formal>", "<informal>", "</informal>",
-                 "<question>", "</question>", "<answer>", "</answer>"]   # the reference's five pairs: the default of tokenizer.polish_tokens
-PROMPT_TAGS = 8   # tags around one example in the polish_tags prompt format (02_tokens' format_example, which checks this count)
+                 # the reference's five pairs: the default of tokenizer.polish_tokens
+                 "<question>", "</question>", "<answer>", "</answer>"]
+# tags around one example in the polish_tags prompt format (02_tokens' format_example, which checks this count)
+PROMPT_TAGS = 8
 
 @dataclass
 class TokenizerArgs(_Section):
     "Tokenizer source and the Polish special tokens added to it."
-    name: str | None = None  # None: the model's own tokenizer; or a hub id, a local directory, or `packaged:mistral-7b-v0.1`
+    # None: the model's own tokenizer; or a hub id, a local directory, or `packaged:mistral-7b-v0.1`
+    name: str | None = None
     add_polish_tokens: bool = True  # add `polish_tokens` as special tokens and resize the embeddings
     polish_tokens: list[str] = field(default_factory=lambda: list(POLISH_TOKENS))  # tags of the prompt format
     pad_token: str = "<pad>"  # added when the tokenizer has no pad token; distinct from EOS so the model learns to stop
@@ -147,12 +161,16 @@ class TokenizerArgs(_Section):
 
     def _problems(self):
         p, toks = [], self.polish_tokens
-        if self.add_polish_tokens and not toks: p.append(("polish_tokens", "must not be empty when add_polish_tokens is true"))
+        if self.add_polish_tokens and not toks: p.append(("polish_tokens",
+                                                          "must not be empty when add_polish_tokens is true"))
         for i, t in enumerate(toks):
-            if not t.strip() or any(c.isspace() for c in t): p.append((f"polish_tokens[{i}]", f"must be non-empty without whitespace, got {t!r}"))
+            if not t.strip() or any(c.isspace()
+                                    for c in t): p.append((f"polish_tokens[{i}]",
+                                                           f"must be non-empty without whitespace, got {t!r}"))
         dup = sorted({t for t in toks if toks.count(t) > 1})
         if dup: p.append(("polish_tokens", f"duplicates: {dup}"))
-        if self.pad_token in toks: p.append(("pad_token", f"{self.pad_token!r} is also a Polish tag; pick another pad token"))
+        if self.pad_token in toks: p.append(("pad_token",
+                                             f"{self.pad_token!r} is also a Polish tag; pick another pad token"))
         if not self.pad_token.strip(): p.append(("pad_token", "must not be empty"))
         return p
 
@@ -164,12 +182,18 @@ class QuantizationArgs(_Section):
     load_in_8bit: bool = False  # LLM.int8 instead of 4 bits; exclusive with load_in_4bit
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"  # NF4 is optimal for normally distributed weights
     bnb_4bit_use_double_quant: bool = True  # quantize the absmax constants too (about 0.37 bits per parameter saved)
-    bnb_4bit_compute_dtype: Literal[DTYPES] = "bfloat16"  # dtype the 4-bit weights are dequantized to for matmuls; auto: by device
-    bnb_4bit_quant_storage: Literal["uint8", "bfloat16", "float16", "float32"] = "uint8"  # packing dtype; FSDP wants it equal to the compute dtype
+    # dtype the 4-bit weights are dequantized to for matmuls; auto: by device
+    bnb_4bit_compute_dtype: Literal[DTYPES] = "bfloat16"
+    # packing dtype; FSDP wants it equal to the compute dtype
+    bnb_4bit_quant_storage: Literal["uint8", "bfloat16", "float16", "float32"] = "uint8"
     llm_int8_skip_modules: list[str] | None = None  # modules left unquantized (transformers always keeps lm_head)
 
     def _problems(self):
-        return [("load_in_8bit", "load_in_4bit and load_in_8bit are both true; choose one")] if self.load_in_4bit and self.load_in_8bit else []
+        return (
+            [("load_in_8bit", "load_in_4bit and load_in_8bit are both true; choose one")]
+            if self.load_in_4bit and self.load_in_8bit
+            else []
+        )
 
 # %% ../nbs/00_config.ipynb #002969ca
 MISTRAL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -182,7 +206,8 @@ class LoraArgs(_Section):
     lora_dropout: float = 0.1  # dropout on the adapter input, in [0, 1)
     bias: Literal["none", "all", "lora_only"] = "none"  # which biases train too
     task_type: Literal["CAUSAL_LM"] = "CAUSAL_LM"  # peft task type
-    target_modules: list[str] | Literal["all-linear"] = field(default_factory=lambda: list(MISTRAL_TARGETS))  # module names to adapt
+    # module names to adapt
+    target_modules: list[str] | Literal["all-linear"] = field(default_factory=lambda: list(MISTRAL_TARGETS))
     use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
     use_dora: bool = False  # weight-decomposed LoRA (DoRA)
     modules_to_save: list[str] | None = None  # modules trained in full and saved with the adapter
@@ -194,7 +219,8 @@ class LoraArgs(_Section):
         if not 0 <= self.lora_dropout < 1: p.append(("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}"))
         t = self.target_modules
         if isinstance(t, list):
-            if not t: p.append(("target_modules", "must not be empty: list module names such as q_proj, or write all-linear"))
+            if not t: p.append(("target_modules",
+                                "must not be empty: list module names such as q_proj, or write all-linear"))
             if len(set(t)) != len(t): p.append(("target_modules", f"duplicates in {t}"))
         return p
 
@@ -202,43 +228,61 @@ class LoraArgs(_Section):
 @dataclass
 class DataArgs(_Section):
     "Where the instruction data comes from and how it becomes token sequences."
-    dataset_name: str = "polish-instruct"  # built offline by `wronai data build`; or a JSONL/JSON/CSV/Parquet file, a saved dataset dir, a hub name
+    # built offline by `wronai data build`; or a JSONL/JSON/CSV/Parquet file, a saved dataset dir, a hub name
+    dataset_name: str = "polish-instruct"
     dataset_config: str | None = None  # hub dataset configuration name
     train_split: str = "train"  # split to train on
-    eval_split: str = "validation"  # split to evaluate on while training, when the dataset has one; never "test", which only `wronai eval` reads
+    # split to evaluate on while training, when the dataset has one; never "test", which only `wronai eval` reads
+    eval_split: str = "validation"
     validation_size: float = 0.1  # share held out for evaluation when there is no eval_split, in (0, 1)
     seed: int = 42  # seed of the train/validation split
     max_seq_length: int = 2048  # longer examples are skipped and reported: cutting them would cut off the answer
-    prompt_format: Literal["polish_tags", "chat_template"] = "polish_tags"  # Polish tags, or the model's own chat template
+    # Polish tags, or the model's own chat template
+    prompt_format: Literal["polish_tags", "chat_template"] = "polish_tags"
     packing: bool = False  # pack several examples per sequence, without cross-example attention
     max_examples: int | None = None  # use only this many training examples (quick runs)
     max_eval_examples: int | None = None  # evaluate on only this many validation examples (quick runs)
-    text_dataset: str | None = None  # plain text mixed into training, loss on every token: polish-prose, a .txt file, or a file with a `text` column
+    # plain text mixed into training, loss on every token: polish-prose, a .txt file, or a file with a `text`
+    # column
+    text_dataset: str | None = None
     text_ratio: float = 0.0  # share of the training examples that are plain text, in [0, 1); 0: instructions only
     _retired: ClassVar[dict] = {"preprocessing_num_workers": "nothing read it (tokenizing runs in the main process)"}
 
     def _problems(self):
         p = []
-        if not 0 < self.validation_size < 1: p.append(("validation_size", f"must be in (0, 1), got {self.validation_size}"))
-        floor = PROMPT_TAGS + 4                                               # the tags, one question and one answer token, BOS and EOS
+        if not 0 < self.validation_size < 1: p.append(("validation_size",
+                                                       f"must be in (0, 1), got {self.validation_size}"))
+        # the tags, one question and one answer token, BOS and EOS
+        floor = PROMPT_TAGS + 4
         if self.max_seq_length < floor:
-            p.append(("max_seq_length", f"must be at least {floor}: the prompt format alone takes {floor - 4} tag tokens and BOS/EOS "
+            p.append(("max_seq_length",
+                      f"must be at least {floor}: the prompt format alone takes {floor - 4} tag tokens and BOS/EOS "
                                         f"before any question or answer; got {self.max_seq_length}"))
-        if not self.dataset_name.strip(): p.append(("dataset_name", "must not be empty"))   # whether it exists here: wronai.preflight (00b)
+        # whether it exists here: wronai.preflight (00b)
+        if not self.dataset_name.strip(): p.append(("dataset_name", "must not be empty"))
         for k in ("max_examples", "max_eval_examples"):
-            if getattr(self, k) is not None and getattr(self, k) < 1: p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
-        if self.train_split == self.eval_split: p.append(("eval_split", f"must differ from train_split ({self.train_split!r})"))
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                p.append((k, f"must be >= 1 or null, got {getattr(self, k)}"))
+        if self.train_split == self.eval_split: p.append(("eval_split",
+                                                          f"must differ from train_split ({self.train_split!r})"))
         if self.eval_split == "test" or self.train_split == "test":
             p.append(("eval_split" if self.eval_split == "test" else "train_split",
-                      "must not be 'test': the test split is read once, by `wronai eval`; training evaluates on 'validation' "
+                      "must not be 'test': the test split is read once, by `wronai eval`; "
+                      "training evaluates on 'validation' "
                       "(carved from the training split by validation_size where the dataset has none)"))
-        if not 0 <= self.text_ratio < 1: p.append(("text_ratio", f"must be in [0, 1), got {self.text_ratio}"))
-        elif self.text_ratio and not self.text_dataset: p.append(("text_ratio", "is set but data.text_dataset is not; name the plain text to mix in (e.g. polish-prose)"))
+        if not 0 <= self.text_ratio < 1:
+            p.append(("text_ratio", f"must be in [0, 1), got {self.text_ratio}"))
+        elif self.text_ratio and not self.text_dataset:
+            p.append(
+                ("text_ratio", "is set but data.text_dataset is not; name the plain text to mix in (e.g. polish-prose)")
+            )
         return p
 
 # %% ../nbs/00_config.ipynb #21951ef1
-OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adafactor", "sgd")
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr")
+OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "adafactor",
+              "sgd")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "cosine_with_min_lr")
 
 @dataclass
 class TrainingArgs(_Section):
@@ -254,8 +298,11 @@ class TrainingArgs(_Section):
     warmup_ratio: float = 0.03  # share of the steps spent warming up, in [0, 1)
     weight_decay: float = 0.01  # decoupled weight decay
     max_grad_norm: float = 0.3  # gradient clipping (0.3 as in the QLoRA paper)
-    optim: Literal[OPTIMIZERS] = "paged_adamw_32bit"  # paged optimizers need CUDA; elsewhere the training step says what it uses instead
-    gradient_checkpointing: bool | Literal["auto"] = True  # recompute activations in the backward pass: less memory, about 30% more compute; auto: only where the memory plan needs it (06c_memory)
+    # paged optimizers need CUDA; elsewhere the training step says what it uses instead
+    optim: Literal[OPTIMIZERS] = "paged_adamw_32bit"
+    # recompute activations in the backward pass: less memory, about 30% more compute; auto: only where the memory
+    # plan needs it (06c_memory)
+    gradient_checkpointing: bool | Literal["auto"] = True
     group_by_length: bool = True  # batch examples of similar length together: less padding
     logging_steps: int = 10  # log loss and learning rate every N steps
     eval_steps: int = 100  # evaluate every N steps
@@ -264,25 +311,34 @@ class TrainingArgs(_Section):
     load_best_model_at_end: bool = True  # finish with the checkpoint of best `metric_for_best_model`
     metric_for_best_model: str = "eval_loss"  # metric that picks the best checkpoint
     greater_is_better: bool = False  # False for losses
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # mixed precision; auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU
+    # mixed precision; auto: bf16 where supported, fp16 on older GPUs, fp32 on CPU
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     dataloader_num_workers: int = 0  # worker processes loading batches
     dataloader_pin_memory: bool = True  # page-locked host memory for faster GPU copies
     seed: int = 42  # seed of initialisation and data order
 
     def _problems(self):
         p = []
-        for k in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps"):
+        for k in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                  "logging_steps", "eval_steps", "save_steps"):
             if getattr(self, k) < 1: p.append((k, f"must be >= 1, got {getattr(self, k)}"))
-        if self.max_steps == 0 or self.max_steps < -1: p.append(("max_steps", f"must be -1 (use num_train_epochs) or > 0, got {self.max_steps}"))
-        if self.max_steps == -1 and self.num_train_epochs <= 0: p.append(("num_train_epochs", f"must be > 0, got {self.num_train_epochs}"))
+        if self.max_steps == 0 or self.max_steps < -1:
+            p.append(("max_steps", f"must be -1 (use num_train_epochs) or > 0, got {self.max_steps}"))
+        if self.max_steps == -1 and self.num_train_epochs <= 0: p.append(("num_train_epochs",
+                                                                          f"must be > 0, got {self.num_train_epochs}"))
         if self.learning_rate <= 0: p.append(("learning_rate", f"must be > 0, got {self.learning_rate}"))
         if not 0 <= self.warmup_ratio < 1: p.append(("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}"))
         if self.weight_decay < 0: p.append(("weight_decay", f"must be >= 0, got {self.weight_decay}"))
-        if self.max_grad_norm < 0: p.append(("max_grad_norm", f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}"))
-        if self.save_total_limit is not None and self.save_total_limit < 1: p.append(("save_total_limit", f"must be >= 1 or null, got {self.save_total_limit}"))
-        if self.dataloader_num_workers < 0: p.append(("dataloader_num_workers", f"must be >= 0, got {self.dataloader_num_workers}"))
+        if self.max_grad_norm < 0: p.append(("max_grad_norm",
+                                             f"must be >= 0 (0 disables clipping), got {self.max_grad_norm}"))
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            p.append(("save_total_limit", f"must be >= 1 or null, got {self.save_total_limit}"))
+        if self.dataloader_num_workers < 0: p.append(("dataloader_num_workers",
+                                                      f"must be >= 0, got {self.dataloader_num_workers}"))
         if self.load_best_model_at_end and self.eval_steps >= 1 and self.save_steps % self.eval_steps:
-            p.append(("save_steps", f"must be a multiple of eval_steps ({self.eval_steps}) when load_best_model_at_end is true, got {self.save_steps}"))
+            p.append(("save_steps",
+                      f"must be a multiple of eval_steps ({self.eval_steps}) when "
+                      f"load_best_model_at_end is true, got {self.save_steps}"))
         if not self.output_dir.strip(): p.append(("output_dir", "must not be empty"))
         return p
 
@@ -319,31 +375,44 @@ class MonitoringArgs(_Section):
 
     def _problems(self):
         r = self.report_to
-        if "none" in r and len(r) > 1: return [("report_to", f"'none' cannot be combined with other reporters, got {r}")]
+        if "none" in r and len(r) > 1: return [("report_to",
+                                                f"'none' cannot be combined with other reporters, got {r}")]
         if len(set(r)) != len(r): return [("report_to", f"duplicates in {r}")]
         return []
 
 # %% ../nbs/00_config.ipynb #2cc0b639
-METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics", "stopping", "prose_perplexity")
+METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "known_words", "polish_share", "diacritics",
+           "stopping", "prose_perplexity")
 
 @dataclass
 class EvaluationArgs(_Section):
     "What the evaluation step measures."
-    metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))  # what evaluate measures and reports; answers are generated only if a metric needs them
-    polish_metrics: bool = True  # false: leave out the Polish-specific metrics (known_words, polish_share, diacritics) even where listed
-    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])  # held-out sets: polish-instruct-test, polish-prose-tasks-test, or instruction data files (JSONL, JSON, CSV, Parquet)
-    base_prompt: Literal["chat_template", "few_shot", "none"] = "few_shot"  # the fair baseline: the base model asked in its own chat template (a chat model), with solved training items first (a base model), or not at all
+    # what evaluate measures and reports; answers are generated only if a metric needs them
+    metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))
+    # false: leave out the Polish-specific metrics (known_words, polish_share, diacritics) even where listed
+    polish_metrics: bool = True
+    # held-out sets: polish-instruct-test, polish-prose-tasks-test, or instruction data files (JSONL, JSON, CSV,
+    # Parquet)
+    benchmark_sets: list[str] = field(default_factory=lambda: ["polish-instruct-test"])
+    # the fair baseline: the base model asked in its own chat template (a chat model), with solved training items
+    # first (a base model), or not at all
+    base_prompt: Literal["chat_template", "few_shot", "none"] = "few_shot"
     max_new_tokens: int = 64  # generation budget per answer
     batch_size: int = 8  # prompts generated together
     max_examples: int | None = None  # evaluate on a seeded sample of this many held-out examples; None: all
-    prose_max_chars: int | None = 40_000  # prose_perplexity scores whole held-out paragraphs of polish-prose up to this many characters; None: all
+    # prose_perplexity scores whole held-out paragraphs of polish-prose up to this many characters; None: all
+    prose_max_chars: int | None = 40_000
     seed: int = 42  # seed of that sample
 
     def _problems(self):
-        p = [(k, f"must be >= 1, got {getattr(self, k)}") for k in ("max_new_tokens", "batch_size") if getattr(self, k) < 1]
-        if self.max_examples is not None and self.max_examples < 1: p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
-        if self.prose_max_chars is not None and self.prose_max_chars < 1: p.append(("prose_max_chars", f"must be >= 1 or null, got {self.prose_max_chars}"))
-        if not self.benchmark_sets: p.append(("benchmark_sets", "must name at least one set (polish-instruct-test or a data file)"))
+        p = [(k, f"must be >= 1, got {getattr(self, k)}") for k in ("max_new_tokens", "batch_size")
+             if getattr(self, k) < 1]
+        if self.max_examples is not None and self.max_examples < 1:
+            p.append(("max_examples", f"must be >= 1 or null, got {self.max_examples}"))
+        if self.prose_max_chars is not None and self.prose_max_chars < 1:
+            p.append(("prose_max_chars", f"must be >= 1 or null, got {self.prose_max_chars}"))
+        if not self.benchmark_sets: p.append(("benchmark_sets",
+                                              "must name at least one set (polish-instruct-test or a data file)"))
         if len(set(self.metrics)) != len(self.metrics): p.append(("metrics", f"duplicates in {self.metrics}"))
         return p
 
@@ -364,11 +433,13 @@ class WronaiConfig(_Section):
 
     @classmethod
     def from_dict(cls, data, source=None, checks=()):
-        "A validated config from a (YAML-loaded) mapping; raises `ConfigError` listing every problem, those of `checks` (`cfg -> [(key path, message)]`) too."
+        """A validated config from a (YAML-loaded) mapping; raises `ConfigError` listing every problem, those of
+        `checks` (`cfg -> [(key path, message)]`) too."""
         errors = []
         cfg = _build(cls, data, "", errors)
         bad = {k for k, _ in errors}
-        for check in checks: errors += [(k, m) for k, m in check(cfg) if k not in bad]   # a key already refused is not checked again
+        # a key already refused is not checked again
+        for check in checks: errors += [(k, m) for k, m in check(cfg) if k not in bad]
         if errors: raise ConfigError(errors, source)
         return cfg
 
@@ -387,14 +458,17 @@ def apply_overrides(data, overrides=()):
     for ov in overrides:
         if "=" not in ov: raise ConfigError([(ov, "an override must look like section.key=value")])
         path, raw = ov.split("=", 1)
-        if not path.strip() or any(not k.strip() for k in path.split(".")): raise ConfigError([(ov, "an override must look like section.key=value")])
+        if not path.strip() or any(not k.strip() for k in path.split(".")):
+            raise ConfigError([(ov, "an override must look like section.key=value")])
         *parents, leaf = path.strip().split(".")
         d = data
         for k in parents:
             if not isinstance(d.setdefault(k, {}), dict): raise ConfigError([(path, f"{k!r} is not a section")])
             d = d[k]
-        try: d[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError as e: raise ConfigError([(path, f"the value in {ov!r} is not valid YAML ({str(e).splitlines()[0]})")]) from None
+        try:
+            d[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError([(path, f"the value in {ov!r} is not valid YAML ({str(e).splitlines()[0]})")]) from None
     return data
 
 class _UniqueKeys(yaml.SafeLoader):
@@ -405,33 +479,42 @@ class _UniqueKeys(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
-                                                        "only one can count, so remove or merge one of them", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None,
+                                                        f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                                                        "only one can count, so remove or merge one of them",
+                                                        key_node.start_mark)
             seen[key] = line
         return super().construct_mapping(node, deep)
 
 def load_config(path, overrides=(), checks=()):
-    "The validated `WronaiConfig` in the YAML file `path`, with `overrides` (`section.key=value`) applied; `checks` as in `WronaiConfig.from_dict`."
+    """The validated `WronaiConfig` in the YAML file `path`, with `overrides` (`section.key=value`) applied; `checks` as
+    in `WronaiConfig.from_dict`."""
     path = Path(path)
-    if path.is_dir(): raise ConfigError([("<file>", f"{path} is a folder; name a YAML config file, e.g. configs/quick_test.yaml")], str(path))
+    if path.is_dir(): raise ConfigError([("<file>",
+                                          f"{path} is a folder; name a YAML config file, e.g. "
+                                          "configs/quick_test.yaml")], str(path))
     try: text = path.read_text(encoding="utf-8")
     except OSError as e: raise ConfigError([("<file>", f"cannot read {path}: {e.strerror or e}")], str(path)) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([("<file>", f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); a config is a YAML text file")], str(path)) from None
+        raise ConfigError([("<file>",
+                            f"{path} is not UTF-8 text (byte {e.start} is "
+                            f"{e.object[e.start:e.start + 1]!r}); a config is a YAML text file")], str(path)) from None
     try: data = yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as e: raise ConfigError([("<yaml>", f"not valid YAML: {e}")], str(path)) from None
     return WronaiConfig.from_dict(apply_overrides(data, overrides), source=str(path), checks=checks)
 
 # %% ../nbs/00_config.ipynb #d3f16894
 def repo_root(start=None):
-    "The wronai repository: $WRONAI_ROOT, else the nearest folder above `start` (the working folder) holding settings.ini and configs/, else the package's own."
+    """The wronai repository: $WRONAI_ROOT, else the nearest folder above `start` (the working folder) holding
+    settings.ini and configs/, else the package's own."""
     here = Path(start or Path.cwd()).resolve()
     spec = importlib.util.find_spec("wronai")
     candidates = ([Path(os.environ["WRONAI_ROOT"])] if os.environ.get("WRONAI_ROOT") else []) + [here, *here.parents]
     if spec and spec.origin: candidates.append(Path(spec.origin).resolve().parent.parent)
     for c in candidates:
         if (c/"settings.ini").is_file() and (c/"configs").is_dir(): return c
-    raise FileNotFoundError(f"no wronai repository (a folder with settings.ini and configs/) above {here} or beside the installed "
+    raise FileNotFoundError("no wronai repository (a folder with settings.ini and configs/) above "
+                            f"{here} or beside the installed "
                             "package; clone https://github.com/wronai/wronai, or set WRONAI_ROOT to your clone")
 
 def repo_path(*parts):

@@ -25,8 +25,10 @@ class DataReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
-    text: str = ""                                                             # what plain text was mixed in (load_data)
-    lines: dict = field(default_factory=dict)                                  # reason -> line numbers in the file, where known
+    # what plain text was mixed in (load_data)
+    text: str = ""
+    # reason -> line numbers in the file, where known
+    lines: dict = field(default_factory=dict)
 
     def skip(self, reason, row, keep=3, line=None):
         self.skipped[reason] += 1
@@ -38,7 +40,8 @@ class DataReport:
         lines = [f"kept {self.kept} rows, skipped {sum(self.skipped.values())}"]
         for r, n in self.skipped.most_common():
             at = self.lines.get(r, [])
-            where = f" (line{'s' if len(at) > 1 else ''} {', '.join(map(str, at[:20]))}{', ...' if len(at) > 20 else ''})" if at else ""
+            where = (f" (line{'s' if len(at) > 1 else ''} "
+                     f"{', '.join(map(str, at[:20]))}{', ...' if len(at) > 20 else ''})") if at else ""
             lines.append(f"  {n} x {r}{where}, e.g. {self.examples[r][0]}")
         if self.text: lines.append(f"  plus {self.text}")
         return "\n".join(lines)
@@ -48,18 +51,22 @@ class DataReport:
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 def read_dataset(name, config=None, cache=None, report=None):
-    "A `datasets.DatasetDict` from `polish-instruct`, a data file, a folder of split files, a saved dataset, or a hub name; broken lines of JSON Lines files are skipped into `report` (a `DataReport`; logged when None)."
+    """A `datasets.DatasetDict` from `polish-instruct`, a data file, a folder of split files, a saved dataset, or a hub
+    name; broken lines of JSON Lines files are skipped into `report` (a `DataReport`; logged when None)."""
     import datasets
     from wronai.models import cache_dir
     if name == "polish-instruct":
         d = Path(cache or cache_dir())/"datasets"/"polish-instruct"
         from wronai.polish_instruct import build, current
-        if not current(d): build(d)                                              # missing, half-built, or from an older wronai
+        # missing, half-built, or from an older wronai
+        if not current(d): build(d)
         return _read("json", {s: str(d/f"{s}.jsonl") for s in ("train", "validation", "test")}, d)
-    if name == "polish-prose-tasks":                                                # diacritics and next-sentence tasks (05a_prose)
+    # diacritics and next-sentence tasks (05a_prose)
+    if name == "polish-prose-tasks":
         from wronai.prose import prose_dir
         d = prose_dir(cache)
-        if not (d/"tasks_train.jsonl").stat().st_size: raise ValueError(f"polish-prose-tasks: no rows built on this machine (see {d/'README.md'})")
+        if not (d / "tasks_train.jsonl").stat().st_size:
+            raise ValueError(f"polish-prose-tasks: no rows built on this machine (see {d / 'README.md'})")
         return _read("json", {s: str(d/f"tasks_{s}.jsonl") for s in ("train", "validation", "test")}, d)
     p = Path(name).expanduser()
     if p.is_file():
@@ -78,13 +85,16 @@ def read_dataset(name, config=None, cache=None, report=None):
     if name.startswith((".", "/", "~")): raise ValueError(f"dataset {name!r}: no such file or folder")
     offline = "Offline, use polish-instruct or a local file (JSONL, JSON, CSV, Parquet)."
     try: return datasets.load_dataset(name, config)
-    except datasets.exceptions.DatasetNotFoundError as e:                      # the name: the input's fault (exit 2 in the CLI)
+    # the name: the input's fault (exit 2 in the CLI)
+    except datasets.exceptions.DatasetNotFoundError as e:
         raise ValueError(f"dataset {name!r} is not on the hub or not visible to you ({e}). {offline}") from e
-    except ConnectionError as e:                                               # the network: not the input, so it keeps its kind (exit 1)
+    # the network: not the input, so it keeps its kind (exit 1)
+    except ConnectionError as e:
         raise ConnectionError(f"could not reach the hub for dataset {name!r} ({e}). {offline}") from e
 
 def _json_lines(p, raw, report, cache=None):
-    "JSON Lines (`raw`, the bytes of file `p`) read line by line: `p` itself when every line is a JSON object, else a copy of the good lines (each broken line skipped into `report` with its number)."
+    """JSON Lines (`raw`, the bytes of file `p`) read line by line: `p` itself when every line is a JSON object, else a
+    copy of the good lines (each broken line skipped into `report` with its number)."""
     import hashlib, json
     from wronai.models import cache_dir, write_atomic
     good, broken = [], 0
@@ -111,7 +121,8 @@ def _object_line(raw):
     except ValueError: return False
 
 def _checked(files, report=None, cache=None):
-    "`{split: path}` ready for the `datasets` readers: empty files refused by name, JSON Lines files read line by line (`_json_lines`)."
+    """`{split: path}` ready for the `datasets` readers: empty files refused by name, JSON Lines files read line by line
+    (`_json_lines`)."""
     import json
     rep = DataReport() if report is None else report
     out = {}
@@ -120,11 +131,17 @@ def _checked(files, report=None, cache=None):
         if not raw.strip(): raise ValueError(f"{p}: the file is empty")
         kind = p.suffix.lower()
         if kind == ".json" and raw.lstrip()[:1] == b"[":                        # one JSON document: say where it breaks
-            try: json.loads(raw)
+            try:
+                json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                where = f"line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+                where = (
+                    f"line {e.lineno}, column {e.colno}: {e.msg}"
+                    if isinstance(e, json.JSONDecodeError)
+                    else "not UTF-8 text"
+                )
                 raise ValueError(f"{p}: not valid JSON ({where})") from None
-        out[split_name] = str(_json_lines(p, raw, rep, cache) if kind == ".jsonl" or (kind == ".json" and _object_line(raw)) else p)
+        out[split_name] = str(_json_lines(p, raw, rep, cache) if kind == ".jsonl"
+                              or (kind == ".json" and _object_line(raw)) else p)
     if report is None and rep.skipped: log.warning("%s", rep)
     return out
 
@@ -132,7 +149,8 @@ def _read(kind, files, where):
     "Read `files` with the `datasets` reader `kind`, with an error that names the file."
     import datasets
     try: return datasets.load_dataset(kind, data_files=files)
-    except (MemoryError, PermissionError, ConnectionError): raise               # the machine's fault, not the file's: keep the kind
+    # the machine's fault, not the file's: keep the kind
+    except (MemoryError, PermissionError, ConnectionError): raise
     except Exception as e:
         raise ValueError(f"{where}: could not read it as {kind} ({type(e).__name__}: {str(e)[:300]})") from e
 
@@ -140,12 +158,15 @@ def _read(kind, files, where):
 BUILT = ("polish-instruct", "polish-prose-tasks")  # datasets `wronai data build` makes here
 
 def held_out_split(name):
-    "`(dataset, split)` for a held-out split of a dataset built here (`polish-instruct-test` -> `('polish-instruct', 'test')`, `-validation` alike); None for any other name."
+    """`(dataset, split)` for a held-out split of a dataset built here (`polish-instruct-test` -> `('polish-instruct',
+    'test')`, `-validation` alike); None for any other name."""
     base, _, part = name.rpartition("-")
     return (base, part) if base in BUILT and part in ("test", "validation") else None
 
 def source_problem(name, text=False):
-    "What is wrong with the data source `name`, seen without reading it (no such file, an unknown file type, a name that is not a hub id); None when it may be usable. `text`: a plain-text source, where `polish-prose` and `.txt` files are allowed too."
+    """What is wrong with the data source `name`, seen without reading it (no such file, an unknown file type, a name
+    that is not a hub id); None when it may be usable. `text`: a plain-text source, where `polish-prose` and `.txt`
+    files are allowed too."""
     import difflib
     name = str(name).strip()
     if not name: return "the data source is empty"
@@ -153,13 +174,20 @@ def source_problem(name, text=False):
     if name in built: return None
     kinds = {**READERS, **({".txt": "text"} if text else {})}
     p = Path(name).expanduser()
-    if p.is_file(): return None if p.suffix.lower() in kinds else f"{name}: unknown data file type {p.suffix!r}; use one of {', '.join(kinds)}"
+    if p.is_file():
+        return (
+            None
+            if p.suffix.lower() in kinds
+            else (f"{name}: unknown data file type {p.suffix!r}; use one of {', '.join(kinds)}")
+        )
     if p.is_dir(): return None
-    if name.startswith((".", "/", "~")) or p.suffix.lower() in kinds or ("/" in name and Path(name.split("/")[0]).is_dir()):
+    if name.startswith((".", "/", "~")) or p.suffix.lower() in kinds or ("/" in name
+                                                                         and Path(name.split("/")[0]).is_dir()):
         return f"{name}: no such file or folder"
     from wronai.models import _HUB_ID                                          # the same repo-id rule as model names
     if not _HUB_ID.fullmatch(name):
-        return f"{name!r} is neither a data file, a folder, {' nor '.join(built)}, nor a hub dataset name like 'org/name'"
+        return (f"{name!r} is neither a data file, a folder, {' nor '.join(built)}, nor "
+                "a hub dataset name like 'org/name'")
     if "/" not in name and (close := difflib.get_close_matches(name, built, n=1, cutoff=0.8)):
         return f"{name!r} is not a dataset built here (did you mean {close[0]!r}?)"
     return None
@@ -171,7 +199,8 @@ def normalize(row):
         m = row["messages"]
         if not isinstance(m, list) or not m: return None, "messages: not a non-empty list"
         for t in m:
-            if not isinstance(t, dict) or t.get("role") not in ("system", "user", "assistant") or not isinstance(t.get("content"), str):
+            if not isinstance(t, dict) or t.get("role") not in ("system", "user",
+                                                                "assistant") or not isinstance(t.get("content"), str):
                 return None, "messages: each turn needs a role (system/user/assistant) and text content"
             if not t["content"].strip(): return None, "messages: empty content"
         if m[-1]["role"] != "assistant": return None, "messages: the last turn must be the assistant's"
@@ -185,7 +214,8 @@ def normalize(row):
     if not isinstance(inp, str): return None, f"input: not text ({type(inp).__name__})"
     reg = row.get("register") or "formal"
     if reg not in ("formal", "informal"): return None, f"register: must be formal or informal, got {reg!r}"
-    return {"instruction": row["instruction"].strip(), "input": inp.strip(), "output": row["output"].strip(), "register": reg}, None
+    return {"instruction": row["instruction"].strip(), "input": inp.strip(), "output": row["output"].strip(),
+            "register": reg}, None
 
 def clean(rows, report=None):
     "Usable records from `rows` (any iterable of dicts) and the `DataReport` of what was skipped."
@@ -195,28 +225,34 @@ def clean(rows, report=None):
         rec, why = normalize(row) if isinstance(row, dict) else (None, "not a mapping")
         if why: report.skip(why, row)
         else:
-            if isinstance(row.get("family"), str) and row["family"]: rec["family"] = row["family"]   # polish-instruct's task family
+            # polish-instruct's task family
+            if isinstance(row.get("family"), str) and row["family"]: rec["family"] = row["family"]
             out.append(rec); report.kept += 1
     return out, report
 
 # %% ../nbs/05c_data.ipynb #d5cd1323
 def split(ds, d):
     "`(train_rows, eval_rows)` from a DatasetDict `ds` and a config's `data` section."
-    if d.train_split not in ds: raise ValueError(f"dataset has no split {d.train_split!r} (data.train_split); it has {sorted(ds)}")
+    if d.train_split not in ds: raise ValueError(f"dataset has no split {d.train_split!r} (data.train_split); it has "
+                                                 f"{sorted(ds)}")
     if d.eval_split in ds: return ds[d.train_split], ds[d.eval_split]
     parts = ds[d.train_split].train_test_split(test_size=d.validation_size, seed=d.seed)
     return parts["train"], parts["test"]
 
 # %% ../nbs/05c_data.ipynb #83bd1375
-IGNORE = -100   # the label of a token that is not scored: the prompt, padding (cross_entropy's ignore_index, the Trainer's too)
+# the label of a token that is not scored: the prompt, padding (cross_entropy's ignore_index, the Trainer's too)
+IGNORE = -100
 
 def render(rec, tok, prompt_format="polish_tags"):
     "`(prompt, full_text)` of a record: Polish tags or the tokenizer's chat template."
     if "messages" in rec or prompt_format == "chat_template":
-        if tok.chat_template is None: raise ValueError("data.prompt_format is chat_template but the tokenizer has no chat template")
-        msgs = rec.get("messages") or [{"role": "user", "content": _question(rec)}, {"role": "assistant", "content": rec["output"]}]
+        if tok.chat_template is None:
+            raise ValueError("data.prompt_format is chat_template but the tokenizer has no chat template")
+        msgs = rec.get("messages") or [{"role": "user", "content": _question(rec)},
+                                       {"role": "assistant", "content": rec["output"]}]
         prompt = tok.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
-        return prompt, tok.apply_chat_template(msgs, tokenize=False).rstrip()   # end on the template's end-of-turn token
+        # end on the template's end-of-turn token
+        return prompt, tok.apply_chat_template(msgs, tokenize=False).rstrip()
     q = _question(rec)
     return format_example(q, register=rec["register"]), format_example(q, rec["output"], rec["register"])
 
@@ -225,7 +261,8 @@ def _question(rec): return rec["instruction"] + (f"\n{rec['input']}" if rec.get(
 PREFIX_BROKEN = "the prompt does not tokenize as a prefix of the example (a chat template that rewrites earlier turns?)"
 
 def encode(rec, tok, max_len, prompt_format="polish_tags"):
-    "`input_ids`, `attention_mask` and `labels` (-100 on the prompt) of a record with EOS appended; else the reason it cannot be used."
+    """`input_ids`, `attention_mask` and `labels` (-100 on the prompt) of a record with EOS appended; else the reason it
+    cannot be used."""
     prompt, full = render(rec, tok, prompt_format)
     p_ids = tok(prompt, add_special_tokens=True).input_ids
     ids = tok(full, add_special_tokens=True).input_ids
@@ -247,7 +284,8 @@ def tokenize(recs, tok, max_len, prompt_format="polish_tags", report=None):
 
 # %% ../nbs/05c_data.ipynb #dfc86b04
 def real_token_share(batches):
-    "Share of positions in `batches` (lists of example lengths, padded to the longest, or a fixed width) that are real tokens."
+    """Share of positions in `batches` (lists of example lengths, padded to the longest, or a fixed width) that are real
+    tokens."""
     real = sum(sum(b) for b, _ in batches)
     return real / sum(len(b) * width for b, width in batches)
 
@@ -262,7 +300,8 @@ def pack(lengths, max_len):
 
 # %% ../nbs/05c_data.ipynb #7092ebd8
 class PackedCollator:
-    "Collate packs (lists of encoded examples) into sequences with a block-diagonal causal mask and restarting positions."
+    """Collate packs (lists of encoded examples) into sequences with a block-diagonal causal mask and restarting
+    positions."""
     def __init__(self, pad_token_id): self.pad = pad_token_id
 
     def __call__(self, packs):
@@ -281,11 +320,13 @@ class PackedCollator:
         causal = torch.ones(T, T, dtype=torch.bool).tril()
         same = seg[:, :, None] == seg[:, None, :]                                  # (B, T, T)
         mask = (same & causal & (seg[:, :, None] >= 0)) | torch.eye(T, dtype=torch.bool)   # padding sees itself only
-        return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}   # mask: (B, 1, T, T)
+        # mask: (B, 1, T, T)
+        return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": mask[:, None]}
 
 # %% ../nbs/05c_data.ipynb #6b90d2b9
 def read_texts(name, cache=None):
-    "Paragraphs of plain text: `polish-prose`'s training split, a `.txt` file (paragraphs at blank lines), or a data file or folder with a `text` column."
+    """Paragraphs of plain text: `polish-prose`'s training split, a `.txt` file (paragraphs at blank lines), or a data
+    file or folder with a `text` column."""
     if name == "polish-prose":
         from wronai.prose import prose_rows
         return [r["text"] for r in prose_rows("train", cache)]
@@ -295,21 +336,25 @@ def read_texts(name, cache=None):
     else:
         ds = read_dataset(name, cache=cache)
         rows = ds["train"] if "train" in ds else ds[next(iter(ds))]
-        if "text" not in rows.column_names: raise ValueError(f"{name}: plain text needs a 'text' column; it has {rows.column_names}")
+        if "text" not in rows.column_names:
+            raise ValueError(f"{name}: plain text needs a 'text' column; it has {rows.column_names}")
         texts = [t.strip() for t in rows["text"] if isinstance(t, str)]
     texts = [t for t in texts if t]
     if not texts: raise ValueError(f"{name}: no plain text in it")
     return texts
 
 def encode_text(text, tok, max_len):
-    "Plain text as training examples: the text and EOS, cut into pieces of at most `max_len` tokens, with the loss on every token."
+    """Plain text as training examples: the text and EOS, cut into pieces of at most `max_len` tokens, with the loss on
+    every token."""
     ids = tok(text, add_special_tokens=True).input_ids
     if ids[-1] != tok.eos_token_id: ids = ids + [tok.eos_token_id]
     pieces = [ids[i:i + max_len] for i in range(0, len(ids), max_len)]
-    return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c), "kind": "text"} for c in pieces if len(c) > 1]
+    return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c), "kind": "text"} for c in pieces
+            if len(c) > 1]
 
 def mix_texts(examples, texts, tok, max_len, ratio, seed=42):
-    "`(mixed, pieces)`: `examples` followed by plain-text pieces of `texts` (taken in a seeded order) that make `ratio` of the result."
+    """`(mixed, pieces)`: `examples` followed by plain-text pieces of `texts` (taken in a seeded order) that make
+    `ratio` of the result."""
     if not 0 <= ratio < 1: raise ValueError(f"text_ratio must be in [0, 1), got {ratio}")
     want = round(len(examples) * ratio / (1 - ratio))
     pieces = []
@@ -326,7 +371,8 @@ def _sample(rows, n, seed):
 def load_data(cfg, tok, cache=None):
     "`(train_examples, eval_examples, report)` for a `WronaiConfig`: read, split, validate and tokenize its dataset."
     d = cfg.data
-    report = DataReport()                                                     # broken lines of the file first, then rows
+    # broken lines of the file first, then rows
+    report = DataReport()
     train, ev = split(read_dataset(d.dataset_name, d.dataset_config, cache, report), d)
     train, ev = _sample(train, d.max_examples, d.seed), _sample(ev, d.max_eval_examples, d.seed)
     out = []
@@ -334,14 +380,19 @@ def load_data(cfg, tok, cache=None):
         recs, report = clean(rows, report)
         exs, report = tokenize(recs, tok, d.max_seq_length, d.prompt_format, report)
         out.append(exs)
-    if not out[0] or not out[1]: raise ValueError(f"dataset {d.dataset_name!r} left no usable {'training' if not out[0] else 'validation'} examples:\n{report}")
+    if not out[0] or not out[1]: raise ValueError(f"dataset {d.dataset_name!r} left no usable "
+                                                  f"{'training' if not out[0] else 'validation'} examples:\n{report}")
     if d.text_ratio:
-        out[0], pieces = mix_texts(out[0], read_texts(d.text_dataset, cache), tok, d.max_seq_length, d.text_ratio, d.seed)
-        report.text = f"{len(pieces)} pieces of plain text ({sum(len(e['input_ids']) for e in pieces):,} tokens) from {d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training examples"
+        out[0], pieces = mix_texts(out[0], read_texts(d.text_dataset, cache), tok, d.max_seq_length, d.text_ratio,
+                                   d.seed)
+        report.text = (f"{len(pieces)} pieces of plain text "
+                       f"({sum(len(e['input_ids']) for e in pieces):,} tokens) from "
+                       f"{d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training " "examples")
     return out[0], out[1], report
 
 class KindCollator:
-    "Wraps a collator: each example's `kind` (a task family, or `text`) travels beside the padded batch as a list, for the loss of each kind (06b_runs)."
+    """Wraps a collator: each example's `kind` (a task family, or `text`) travels beside the padded batch as a list, for
+    the loss of each kind (06b_runs)."""
     def __init__(self, inner): self.inner = inner
     def __call__(self, exs):
         kinds = [e.get("kind") for e in exs]
@@ -350,13 +401,15 @@ class KindCollator:
         return batch
 
 def pad_collator(tok):
-    "Dynamic padding to the longest example of each batch: pad ids, attention mask 0 and labels -100 on padding; kinds beside."
+    """Dynamic padding to the longest example of each batch: pad ids, attention mask 0 and labels -100 on padding; kinds
+    beside."""
     from transformers import DataCollatorForSeq2Seq
     return KindCollator(DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=IGNORE))
 
 # %% ../nbs/05c_data.ipynb #0e2385fa
 def nll_rows(model, batches):
-    "`[summed NLL, scored tokens]` of each sequence in `batches` (dicts of `input_ids`, `attention_mask`, `labels`; `IGNORE` is not scored), in eval mode, without gradients."
+    """`[summed NLL, scored tokens]` of each sequence in `batches` (dicts of `input_ids`, `attention_mask`, `labels`;
+    `IGNORE` is not scored), in eval mode, without gradients."""
     import torch
     was, dev, rows = model.training, next(model.parameters()).device, []
     model.eval()
@@ -366,7 +419,9 @@ def nll_rows(model, batches):
                 b = {k: v.to(dev) for k, v in b.items() if k != "kind"}
                 labels = b.pop("labels")[:, 1:]                                    # token t predicts token t+1
                 logits = model(**b).logits[:, :-1].float()                         # (B, T-1, V)
-                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")   # (B, T-1), 0 where ignored
+                # (B, T-1), 0 where ignored
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
+                                                        reduction="none")
                 rows += [list(r) for r in zip(nll.sum(1).tolist(), (labels != IGNORE).sum(1).tolist())]
     finally: model.train(was)
     return rows
@@ -377,6 +432,7 @@ def per_token(rows):
     return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
 
 def perplexity(model, examples, collator, batch_size=8, per_example=False):
-    "Per-token loss and perplexity over the label tokens of `examples`, `batch_size` at a time through `collator`. `per_example`: also each example's `[summed NLL, tokens]` (for intervals, 07_eval)."
+    """Per-token loss and perplexity over the label tokens of `examples`, `batch_size` at a time through `collator`.
+    `per_example`: also each example's `[summed NLL, tokens]` (for intervals, 07_eval)."""
     rows = nll_rows(model, (collator(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)))
     return {**per_token(rows), **({"per_example": rows} if per_example else {})}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .data import IGNORE, DataReport, _question, nll_rows, per_token, perplexity, _sample, held_out_split, normalize, pad_collator, read_dataset, render, split, tokenize
+from .data import (IGNORE, DataReport, _question, nll_rows, per_token, perplexity, _sample, held_out_split,
+                         normalize, pad_collator, read_dataset, render, split, tokenize)
 from .models import load_model
 from .lora import peft_quiet
 from .prose import prose_text
@@ -27,13 +28,15 @@ log = logging.getLogger("wronai.evaluate")
 
 # %% ../nbs/07_eval.ipynb #1160510b
 def _safetensors_problem(path):
-    "What is wrong with the safetensors file `path`, read from its header alone; None when the file holds every byte the header promises."
+    """What is wrong with the safetensors file `path`, read from its header alone; None when the file holds every byte
+    the header promises."""
     size = path.stat().st_size
     if size == 0: return "is empty"
     with open(path, "rb") as f:
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else None
-        if n is None or 8 + n > size: return f"is truncated or not a safetensors file ({size} bytes, not even its header)"
+        if n is None or 8 + n > size: return (f"is truncated or not a safetensors file ({size} bytes, not even its "
+                                              "header)")
         try: header = json.loads(f.read(n))
         except ValueError: return "has a damaged header (not a safetensors file?)"
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
@@ -41,68 +44,88 @@ def _safetensors_problem(path):
     return None
 
 def check_adapter(adapter_dir, cfg=None):
-    "Refuse an adapter folder that cannot load, from its files alone and before any model loads; with `cfg`, also one trained on another base."
+    """Refuse an adapter folder that cannot load, from its files alone and before any model loads; with `cfg`, also one
+    trained on another base."""
     d = Path(adapter_dir)
-    if not d.exists(): raise FileNotFoundError(f"{d}: no such folder; pass the output folder of `wronai train` (or one of its checkpoints)")
-    if not d.is_dir(): raise ValueError(f"{d} is a file; pass the output folder of `wronai train` (or one of its checkpoints)")
+    if not d.exists(): raise FileNotFoundError(f"{d}: no such folder; pass the output folder of `wronai train` (or one "
+                                               "of its checkpoints)")
+    if not d.is_dir(): raise ValueError(f"{d} is a file; pass the output folder of `wronai train` (or one of "
+                                        "its checkpoints)")
     conf = d/"adapter_config.json"
-    if not conf.exists(): raise FileNotFoundError(f"{d}: no adapter_config.json; pass the output folder of `wronai train` (or one of its checkpoints)")
+    if not conf.exists():
+        raise FileNotFoundError(
+            f"{d}: no adapter_config.json; pass the output folder of `wronai train` (or one of its checkpoints)"
+        )
     try: ac = json.loads(conf.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e: raise ValueError(f"{conf}: not valid JSON ({e})") from None
     missing = [k for k in ("peft_type", "r", "target_modules") if not isinstance(ac, dict) or k not in ac]
     if missing: raise ValueError(f"{conf}: not a LoRA adapter config (no {', '.join(missing)})")
     w = d/"adapter_model.safetensors"
-    if not w.exists(): raise FileNotFoundError(f"{w}: missing: the adapter's weights were never written here (a run stopped early keeps them in its checkpoints)")
+    if not w.exists(): raise FileNotFoundError(f"{w}: missing: the adapter's weights were never written here (a run "
+                                               "stopped early keeps them in its checkpoints)")
     if why := _safetensors_problem(w): raise ValueError(f"{w} {why}; copy it again, or use a checkpoint of the run")
-    if not (d/"tokenizer_config.json").exists(): raise FileNotFoundError(f"{d}: no tokenizer_config.json; the tokenizer (with the Polish tags) is saved beside the adapter by `wronai train`")
+    if not (d / "tokenizer_config.json").exists():
+        raise FileNotFoundError(
+            f"{d}: no tokenizer_config.json; the tokenizer (with the Polish tags) "
+            "is saved beside the adapter by `wronai train`"
+        )
     saved = d/"wronai.yaml"
     if cfg is not None and saved.exists():
         import yaml
         try: trained_on = ((yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("model") or {}).get("name")
         except (UnicodeDecodeError, yaml.YAMLError): trained_on = None
         if trained_on and trained_on != cfg.model.name:
-            raise ValueError(f"{saved}: this adapter was trained on {trained_on!r}, but the config given says model.name {cfg.model.name!r}; "
+            raise ValueError(f"{saved}: this adapter was trained on {trained_on!r}, but the config "
+                             f"given says model.name {cfg.model.name!r}; "
                              "pass the config it was trained with (or leave --config out where the command allows)")
     return ac
 
 # %% ../nbs/07_eval.ipynb #e9d8e4e1
 def merge_new_rows(model):
     """Fold the adapter's trained rows of the new tokens into the embedding (and a tied output layer), with peft's own
-    `merge`: exact, and a forward pass no longer copies the whole vocabulary-by-hidden matrix to patch in a few rows (a
-    third of a generation step for SmolLM2). peft undoes it by itself wherever the adapter is disabled; call again after."""
+    `merge`: exact, and a forward pass no longer copies the whole vocabulary-by-hidden matrix to patch in a few rows
+    (a third of a generation step for SmolLM2). peft undoes it by itself wherever the adapter is disabled; call again
+    after."""
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
     for m in model.modules():
         if isinstance(m, TrainableTokensLayer) and not m.merged: m.merge()
     return model
 
 def load_tuned(cfg, adapter_dir, quantized=True, cache=None):
-    "`(tokenizer, model)`: the base of `cfg` (NF4 as trained, or full precision) with the adapter in `adapter_dir`, in eval mode."
+    """`(tokenizer, model)`: the base of `cfg` (NF4 as trained, or full precision) with the adapter in `adapter_dir`, in
+    eval mode."""
     from peft import PeftModel
     from transformers import AutoTokenizer
     adapter_dir = Path(adapter_dir)
     check_adapter(adapter_dir, cfg)                                                # before the base loads
     tok = AutoTokenizer.from_pretrained(adapter_dir)
     base = load_quantized(cfg, cache) if quantized else load_model(cfg.model.name, cfg.model.dtype, cfg.hardware.device,
-                                                                    cfg.model.revision, cfg.model.trust_remote_code, cache)
+                                                                    cfg.model.revision, cfg.model.trust_remote_code,
+                                                                   cache)
     resize_with_piece_mean(base, tok)
     with peft_quiet():
         model = merge_new_rows(PeftModel.from_pretrained(base, adapter_dir).eval())
-    return tok, cpu_packing(model, True)               # for inference only: bitsandbytes' fused CPU kernel where it exists
+    # for inference only: bitsandbytes' fused CPU kernel where it exists
+    return tok, cpu_packing(model, True)
 
 # %% ../nbs/07_eval.ipynb #c3d66453
 def benchmark_rows(cfg, cache=None):
-    "The usable records of `cfg.evaluation.benchmark_sets`, sampled to `evaluation.max_examples`, with `id`, `family` (or 'all') and `output`."
+    """The usable records of `cfg.evaluation.benchmark_sets`, sampled to `evaluation.max_examples`, with `id`, `family`
+    (or 'all') and `output`."""
     rows = []
     for name in cfg.evaluation.benchmark_sets:
-        built = held_out_split(name)                                                   # a held-out split of a dataset built here
+        # a held-out split of a dataset built here
+        built = held_out_split(name)
         ds = read_dataset(built[0], cache=cache)[built[1]] if built else read_dataset(name, cache=cache)["train"]
         report, kept = DataReport(), []
         for row in _sample(ds, cfg.evaluation.max_examples, cfg.evaluation.seed):
             rec, why = normalize(row)
             if why: report.skip(why, row); continue
-            out = rec["messages"][-1]["content"] if "messages" in rec else rec["output"]     # chat rows: the last assistant turn
+            # chat rows: the last assistant turn
+            out = rec["messages"][-1]["content"] if "messages" in rec else rec["output"]
             kept.append({**rec, "output": out, "id": row.get("id"), "family": row.get("family") or "all",
-                         "other_register": row.get("output_other_register")})                # where the register changes the answer
+                         # where the register changes the answer
+                         "other_register": row.get("output_other_register")})
         if not kept: raise ValueError(f"evaluation.benchmark_sets: {name!r} has no usable rows:\n{report}")
         rows += kept
     return rows
@@ -110,19 +133,23 @@ def benchmark_rows(cfg, cache=None):
 # %% ../nbs/07_eval.ipynb #151b19b4
 @torch.no_grad()
 def text_perplexity(model, tok, text, max_len=512, batch_size=8):
-    "Per-token perplexity of `text` under `model`, scored in windows of `max_len` tokens, `batch_size` windows per forward pass; `per_window`: each window's `[summed NLL, tokens]`."
+    """Per-token perplexity of `text` under `model`, scored in windows of `max_len` tokens, `batch_size` windows per
+    forward pass; `per_window`: each window's `[summed NLL, tokens]`."""
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     if len(ids) < 2: raise ValueError("text_perplexity needs a text of at least two tokens")
-    bos = tok("x").input_ids[:1] if tok.bos_token_id is not None and tok("x").input_ids[0] == tok.bos_token_id else []   # as tokenization starts texts
+    # as tokenization starts texts
+    bos = tok("x").input_ids[:1] if tok.bos_token_id is not None and tok("x").input_ids[0] == tok.bos_token_id else []
     windows = [torch.cat([ids.new_tensor(bos), w]) for w in ids.split(max_len - len(bos))]
     windows = [w for w in windows if len(w) >= 2]
     def batches():
         for i in range(0, len(windows), batch_size):
             ws = windows[i:i + batch_size]
-            x = torch.nn.utils.rnn.pad_sequence(ws, batch_first=True)              # (B, T), the last window padded on the right
+            # (B, T), the last window padded on the right
+            x = torch.nn.utils.rnn.pad_sequence(ws, batch_first=True)
             mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(w) for w in ws], batch_first=True)
             yield {"input_ids": x, "attention_mask": mask, "labels": x.masked_fill(mask == 0, IGNORE)}
-    rows = nll_rows(model, batches())                                              # the loop `perplexity` runs (05c_data)
+    # the loop `perplexity` runs (05c_data)
+    rows = nll_rows(model, batches())
     return {**per_token(rows), "per_window": rows}
 
 # %% ../nbs/07_eval.ipynb #ed988670
@@ -132,15 +159,20 @@ def stop_ids(tok):
     return [tok.eos_token_id] + ([tag] if tag is not None and tag != tok.unk_token_id else [])
 
 @torch.no_grad()
-def generate_answers(model, tok, recs, prompt_format="polish_tags", max_new_tokens=64, batch_size=8, prompts=None, first_line=False):
+def generate_answers(model, tok, recs, prompt_format="polish_tags", max_new_tokens=64, batch_size=8, prompts=None,
+                     first_line=False):
     """`[(answer, stopped)]` for `recs`: greedy, batched; `stopped` is False when the answer ran into `max_new_tokens`.
-    `prompts`: one prompt per record instead of `render`'s; `first_line`: the answer ends at its first line break (few-shot prompts)."""
+    `prompts`: one prompt per record instead of `render`'s; `first_line`: the answer ends at its first line break
+    (few-shot prompts)."""
     stops = stop_ids(tok)
     dev, out = next(model.parameters()).device, []
     for i in range(0, len(recs), batch_size):
-        ps = prompts[i:i + batch_size] if prompts is not None else [render(r, tok, prompt_format)[0] for r in recs[i:i + batch_size]]
-        b = tok(ps, return_tensors="pt", padding=True, padding_side="left").to(dev)   # generation continues each prompt's end
-        g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        ps = prompts[i:i + batch_size] if prompts is not None else [render(r, tok, prompt_format)[0]
+                                                                    for r in recs[i:i + batch_size]]
+        # generation continues each prompt's end
+        b = tok(ps, return_tensors="pt", padding=True, padding_side="left").to(dev)
+        g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                           pad_token_id=tok.pad_token_id)
         for row in g[:, b["input_ids"].shape[1]:].tolist():                        # the new tokens only
             end = next((j for j, x in enumerate(row) if x in stops), None)
             text = tok.decode(row[:end], skip_special_tokens=True)
@@ -194,17 +226,21 @@ def diacritics_accuracy(recs, answers, family="diakrytyki"):
     return sum(scores) / len(scores) if scores else None
 
 def ogonki_baseline(recs, family="diakrytyki"):
-    "Exact match and `diacritics_accuracy` of the `ogonki` package on the `family` items of `recs` (their `input` is the stripped sentence), and the accuracy of the input left as it is."
+    """Exact match and `diacritics_accuracy` of the `ogonki` package on the `family` items of `recs` (their `input` is
+    the stripped sentence), and the accuracy of the input left as it is."""
     import ogonki
     mine = [r for r in recs if r["family"] == family]
     if not mine: return None
     out = [ogonki.restore(r["input"]) for r in mine]
-    return {"items": len(mine), "exact_match": exact_match(mine, out)["all"], "diacritics_accuracy": diacritics_accuracy(mine, out, family),
-            "input_unchanged": diacritics_accuracy(mine, [r["input"] for r in mine], family)}   # the floor: words that need no diacritic
+    return {"items": len(mine), "exact_match": exact_match(mine, out)["all"],
+            "diacritics_accuracy": diacritics_accuracy(mine, out, family),
+            # the floor: words that need no diacritic
+            "input_unchanged": diacritics_accuracy(mine, [r["input"] for r in mine], family)}
 
 # %% ../nbs/07_eval.ipynb #fcae7414
 def register_scores(recs, answers):
-    "Where the register changes the answer (rows with `other_register`): the share of answers in the register asked for and in the other one; None when no row has one."
+    """Where the register changes the answer (rows with `other_register`): the share of answers in the register asked
+    for and in the other one; None when no row has one."""
     pairs = [(r, normalize_answer(a)) for r, a in zip(recs, answers, strict=True) if r.get("other_register")]
     if not pairs: return None
     return {"items": len(pairs), "asked": sum(a == normalize_answer(r["output"]) for r, a in pairs) / len(pairs),
@@ -226,27 +262,31 @@ def text_metrics(answers, refs):
 
 # %% ../nbs/07_eval.ipynb #7aecbf85
 POLISH_METRICS = ("known_words", "polish_share", "diacritics")
-N_BOOT = 2000                   # bootstrap resamples: enough that the interval's ends move by about a tenth of a point between seeds
+# bootstrap resamples: enough that the interval's ends move by about a tenth of a point between seeds
+N_BOOT = 2000
 
 def bootstrap(stats, score, paired=None, n_boot=N_BOOT, seed=0, level=0.95):
     """Percentile bootstrap interval `[lo, hi]` of `score(column sums of stats)`, items resampled with replacement.
-    `stats`: (n, k) per-item statistics whose column sums make the metric (hits and counts, n-gram tallies, NLL and tokens).
-    `paired`: the same items' statistics for a second model; the interval is then of `score(paired) - score(stats)`, both
-    read on the same resampled items, which is what tells two models apart on one test set."""
+    `stats`: (n, k) per-item statistics whose column sums make the metric (hits and counts, n-gram tallies, NLL and
+    tokens). `paired`: the same items' statistics for a second model; the interval is then of `score(paired) -
+    score(stats)`, both read on the same resampled items, which is what tells two models apart on one test set."""
     import numpy as np
     a = np.asarray(stats, dtype=np.float64).reshape(len(stats), -1)
     if len(a) == 0: return None
-    counts = np.random.default_rng(seed).multinomial(len(a), np.full(len(a), 1 / len(a)), size=n_boot)   # (n_boot, n): draws of each item
+    # (n_boot, n): draws of each item
+    counts = np.random.default_rng(seed).multinomial(len(a), np.full(len(a), 1 / len(a)), size=n_boot)
     vals = np.array([score(s) for s in counts @ a])
     if paired is not None:
         b = np.asarray(paired, dtype=np.float64).reshape(len(paired), -1)
-        if len(b) != len(a): raise ValueError(f"a paired bootstrap needs the same items on both sides: {len(a)} against {len(b)}")
+        if len(b) != len(a): raise ValueError(f"a paired bootstrap needs the same items on both sides: {len(a)} "
+                                              f"against {len(b)}")
         vals = np.array([score(s) for s in counts @ b]) - vals
     lo, hi = np.percentile(vals, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
 
 def ratio(s):
-    "Score of `[value, weight]` rows: sum over sum (a mean when every weight is 1, a pooled share when weights are counts)."
+    """Score of `[value, weight]` rows: sum over sum (a mean when every weight is 1, a pooled share when weights are
+    counts)."""
     return float(s[0] / s[1]) if s[1] else float("nan")
 
 def ppl(s):
@@ -255,10 +295,12 @@ def ppl(s):
 
 def _ones(values): return [[float(v), 1.0] for v in values]
 
-def item_stats(rows, answers, stopped=None, want=("exact_match", "chrf", "rouge_l", "bleu", "stopping") + POLISH_METRICS):
-    """Per-item statistics of the answer metrics in `want`: `{path: (stats, score)}`, `path` being the metric's place in the
-    report (`('exact_match', 'odmiana')`, `('chrf',)`) and `score(column sums)` its value. The full sample's scores equal
-    `exact_match`, `text_metrics` and the Polish metrics above; resampled, they give `bootstrap` its intervals."""
+def item_stats(rows, answers, stopped=None,
+               want=("exact_match", "chrf", "rouge_l", "bleu", "stopping") + POLISH_METRICS):
+    """Per-item statistics of the answer metrics in `want`: `{path: (stats, score)}`, `path` being the metric's place in
+    the report (`('exact_match', 'odmiana')`, `('chrf',)`) and `score(column sums)` its value. The full sample's
+    scores equal `exact_match`, `text_metrics` and the Polish metrics above; resampled, they give `bootstrap` its
+    intervals."""
     from sacrebleu.metrics import BLEU, CHRF
     from rouge_score import rouge_scorer
     want, refs, out = set(want), [r["output"] for r in rows], {}
@@ -268,12 +310,16 @@ def item_stats(rows, answers, stopped=None, want=("exact_match", "chrf", "rouge_
             out[("exact_match", f)] = (_ones(h for r, h in zip(rows, hit) if f in (r["family"], "all")), ratio)
         if acc := [word_accuracy(a, r["output"]) for r, a in zip(rows, answers) if r["family"] == "diakrytyki"]:
             out[("diacritics_accuracy",)] = (_ones(acc), ratio)
-        if reg := [(h, normalize_answer(a) == normalize_answer(r["other_register"])) for r, a, h in zip(rows, answers, hit) if r.get("other_register")]:
-            out[("register", "asked")], out[("register", "other")] = (_ones(x for x, _ in reg), ratio), (_ones(y for _, y in reg), ratio)
-    for name, metric in (("chrf", CHRF), ("bleu", BLEU)):                     # sacrebleu's corpus scores come from summed per-sentence tallies
+        if reg := [(h, normalize_answer(a) == normalize_answer(r["other_register"])) for r, a,
+                   h in zip(rows, answers, hit) if r.get("other_register")]:
+            out[("register", "asked")], out[("register", "other")] = (_ones(x for x, _ in reg),
+                                                                      ratio), (_ones(y for _, y in reg), ratio)
+    # sacrebleu's corpus scores come from summed per-sentence tallies
+    for name, metric in (("chrf", CHRF), ("bleu", BLEU)):
         if name in want:
             m = metric()
-            out[(name,)] = (m._extract_corpus_statistics(list(answers), [refs]), lambda s, m=m: m._compute_score_from_stats(list(s)).score)
+            out[(name,)] = (m._extract_corpus_statistics(list(answers), [refs]), lambda s,
+                            m=m: m._compute_score_from_stats(list(s)).score)
     if "rouge_l" in want:
         sc = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
         out[("rouge_l",)] = (_ones(100 * sc.score(r, a)["rougeL"].fmeasure for a, r in zip(answers, refs)), ratio)
@@ -300,7 +346,8 @@ def scored(stats, seed=0, paired=None):
     import numpy as np
     values, ci, n = {}, {}, {}
     for path, (st, score) in stats.items():
-        if paired is not None and (path not in paired or len(paired[path][0]) != len(st)): continue   # only the same items pair
+        # only the same items pair
+        if paired is not None and (path not in paired or len(paired[path][0]) != len(st)): continue
         a = np.asarray(st, dtype=np.float64).reshape(len(st), -1)
         if paired is None: v, lo_hi = score(a.sum(0)), bootstrap(a, score, seed=seed)
         else:
@@ -317,43 +364,52 @@ def _last_sentence(text):
     return s[-1] if s else text
 
 def floor_answers(rows, pool):
-    """Answers of two trivial baselines for each row: `copy`, the input given back (a `diakrytyki` sentence left without its
-    letters restored, the last sentence of a `ciag_dalszy` context, else the quoted word of the question, else the question),
-    and `majority`, the answer given most often to the row's family in `pool` (training rows)."""
+    """Answers of two trivial baselines for each row: `copy`, the input given back (a `diakrytyki` sentence left without
+    its letters restored, the last sentence of a `ciag_dalszy` context, else the quoted word of the question, else
+    the question), and `majority`, the answer given most often to the row's family in `pool` (training rows)."""
     from collections import Counter
-    common = {f: Counter(normalize_answer(r["output"]) for r in pool if r.get("family", "all") == f).most_common(1) for f in {r["family"] for r in rows}}
+    common = {f: Counter(normalize_answer(r["output"]) for r in pool if r.get("family", "all") == f).most_common(1)
+              for f in {r["family"] for r in rows}}
     every = Counter(normalize_answer(r["output"]) for r in pool).most_common(1)
     def copy(r):
         if r["family"] == "diakrytyki": return r["input"]
         if r["family"] == "ciag_dalszy": return _last_sentence(r["input"])
         quoted = re.findall(r"„([^”]+)”", r["instruction"])
         return quoted[0] if quoted else _question(r)
-    return {"copy": [copy(r) for r in rows], "majority": [(common[r["family"]] or every or [("", 0)])[0][0] for r in rows]}
+    return {"copy": [copy(r) for r in rows],
+            "majority": [(common[r["family"]] or every or [("", 0)])[0][0] for r in rows]}
 
 def shot_pool(cfg, cache=None):
-    "Training rows to draw few-shot examples and majority answers from: each built benchmark set's training split, else the config's data."
+    """Training rows to draw few-shot examples and majority answers from: each built benchmark set's training split,
+    else the config's data."""
     out = []
     for name in cfg.evaluation.benchmark_sets:
         if built := held_out_split(name): out += list(read_dataset(built[0], cache=cache)["train"])
     if not out: out = list(split(read_dataset(cfg.data.dataset_name, cfg.data.dataset_config, cache), cfg.data)[0])
     kept = [(rec, row) for row in out for rec, why in [normalize(row)] if not why]
-    return [{**rec, "output": rec["messages"][-1]["content"] if "messages" in rec else rec["output"], "family": row.get("family") or "all"} for rec, row in kept]
+    return [{**rec, "output": rec["messages"][-1]["content"] if "messages" in rec else rec["output"],
+             "family": row.get("family") or "all"} for rec, row in kept]
 
 def few_shot_prompts(rows, pool, k=3, seed=42):
-    "A prompt per row that shows a base model `k` solved training items of the row's family (question, then answer, on lines of their own) before the question."
+    """A prompt per row that shows a base model `k` solved training items of the row's family (question, then answer, on
+    lines of their own) before the question."""
     import random
     rng, by = random.Random(seed), defaultdict(list)
     for r in pool: by[r.get("family", "all")].append(r)
-    shots = {f: rng.sample(by.get(f) or pool, min(k, len(by.get(f) or pool))) for f in sorted({r["family"] for r in rows})}
-    return ["".join(f"{_question(s)}\n{s['output']}\n\n" for s in shots[r["family"]]) + f"{_question(r)}\n" for r in rows]
+    shots = {f: rng.sample(by.get(f) or pool, min(k, len(by.get(f) or pool)))
+             for f in sorted({r["family"] for r in rows})}
+    return ["".join(f"{_question(s)}\n{s['output']}\n\n" for s in shots[r["family"]]) + f"{_question(r)}\n"
+            for r in rows]
 
 
 # %% ../nbs/07_eval.ipynb #17d4d827
-def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None, prompt_format=None, prompts=None, first_line=False):
-    """`(metrics, stats)` for one model: the metrics `evaluation.metrics` lists (the Polish ones only with `polish_metrics`), each
-    with its 95% interval under `ci95` and its item count under `n`, and the per-item statistics they came from. Answers are
-    generated only when a metric needs them; `prompt_format`/`prompts`/`first_line` say how the questions are asked
-    (default: the training prompt). `examples` None: no perplexity."""
+def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None, prompt_format=None, prompts=None,
+          first_line=False):
+    """`(metrics, stats)` for one model: the metrics `evaluation.metrics` lists (the Polish ones only with
+    `polish_metrics`), each with its 95% interval under `ci95` and its item count under `n`, and the per-item
+    statistics they came from. Answers are generated only when a metric needs them;
+    `prompt_format`/`prompts`/`first_line` say how the questions are asked (default: the training prompt). `examples`
+    None: no perplexity."""
     e = cfg.evaluation
     want = [m for m in e.metrics if e.polish_metrics or m not in POLISH_METRICS]
     res, stats = {}, {}
@@ -361,12 +417,16 @@ def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None, prom
         p = perplexity(model, examples, collator, e.batch_size, per_example=True)["per_example"]
         stats.update({(k,): (p, score) for k, score in (("perplexity", ppl), ("loss", ratio)) if k in want})
     if set(want) - {"loss", "perplexity", "prose_perplexity"}:
-        gen = generate_answers(model, tok, rows, prompt_format or cfg.data.prompt_format, e.max_new_tokens, e.batch_size, prompts, first_line)
+        gen = generate_answers(model, tok, rows, prompt_format or cfg.data.prompt_format, e.max_new_tokens,
+                               e.batch_size, prompts, first_line)
         answers = [a for a, _ in gen]
         stats.update(item_stats(rows, answers, [s for _, s in gen], want))
-        if "diacritics" in want: res["diacritics"] = {"references": diacritics_rate([r["output"] for r in rows])}   # the data's, not a model's
-        res["samples"] = [{"id": r.get("id"), "family": r["family"], "reference": r["output"], "answer": a} for r, a in zip(rows[:10], answers)]
-        res["answers"] = [{"id": r.get("id"), "answer": a, "stopped": s} for r, (a, s) in zip(rows, gen)]   # every answer, for a reviewer
+        # the data's, not a model's
+        if "diacritics" in want: res["diacritics"] = {"references": diacritics_rate([r["output"] for r in rows])}
+        res["samples"] = [{"id": r.get("id"), "family": r["family"], "reference": r["output"], "answer": a} for r,
+                          a in zip(rows[:10], answers)]
+        # every answer, for a reviewer
+        res["answers"] = [{"id": r.get("id"), "answer": a, "stopped": s} for r, (a, s) in zip(rows, gen)]
     for key, t in (("text_perplexity", text), ("prose_perplexity", prose)):
         if t is not None: stats[(key,)] = (text_perplexity(model, tok, t, cfg.data.max_seq_length)["per_window"], ppl)
     values, ci, n = scored(stats, e.seed)
@@ -381,15 +441,16 @@ def _flat(d, path=()):
 
 def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loaded=None):
     """Base versus tuned on `cfg.evaluation.benchmark_sets` (and optionally a Polish text file): a JSON-ready report.
-    Three sides answer the same items: `base` in the training prompt, `base_own_prompt` (the base asked in its own terms:
-    its chat template, or a few-shot prompt of training items; `evaluation.base_prompt`) and `tuned`. Every figure has its
-    bootstrap 95% interval (`ci95`) and `n`; `difference` holds tuned minus each base side with paired intervals, and
-    `floors` the trivial baselines (`copy`, `majority`, and `ogonki` for diacritics). `loaded`: `(tokenizer, model)` that
-    `load_tuned` already gave for this adapter, to evaluate without loading it again."""
+    Three sides answer the same items: `base` in the training prompt, `base_own_prompt` (the base asked in its own
+    terms: its chat template, or a few-shot prompt of training items; `evaluation.base_prompt`) and `tuned`. Every
+    figure has its bootstrap 95% interval (`ci95`) and `n`; `difference` holds tuned minus each base side with paired
+    intervals, and `floors` the trivial baselines (`copy`, `majority`, and `ogonki` for diacritics). `loaded`:
+    `(tokenizer, model)` that `load_tuned` already gave for this adapter, to evaluate without loading it again."""
     e = cfg.evaluation
     text = Path(text_file).read_text(encoding="utf-8") if text_file else None
     prose = None
-    if "prose_perplexity" in e.metrics:                                             # held-out documents of polish-prose (05a_prose)
+    # held-out documents of polish-prose (05a_prose)
+    if "prose_perplexity" in e.metrics:
         try: prose = prose_text("heldout", e.prose_max_chars, cache)
         except ValueError as err: log.warning("prose_perplexity left out: %s", err)
     tok, model = loaded or load_tuned(cfg, adapter_dir, quantized, cache)
@@ -404,14 +465,20 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loade
         sides["base"], stats["base"] = _side(model, tok, cfg, rows, examples, coll, text, prose)
         if e.base_prompt == "chat_template":
             own, _ = tokenize(rows, tok, cfg.data.max_seq_length, "chat_template")
-            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, own, coll, prompt_format="chat_template")
+            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, own, coll,
+                                                                       prompt_format="chat_template")
         elif e.base_prompt == "few_shot":
-            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, None, coll, prompts=few_shot_prompts(rows, pool, seed=e.seed), first_line=True)
-    merge_new_rows(model)                                                            # disabling the adapter unmerged them
+            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, None, coll,
+                                                                       prompts=few_shot_prompts(rows, pool,
+                                                                                                seed=e.seed),
+                                                                       first_line=True)
+    # disabling the adapter unmerged them
+    merge_new_rows(model)
     sides["tuned"], stats["tuned"] = _side(model, tok, cfg, rows, examples, coll, text, prose)
     diff = {}
     for name in [s for s in sides if s != "tuned"]:
-        mine = {p: s for p, s in stats[name].items() if name == "base" or p[0] not in ("perplexity", "loss")}   # another prompt, another quantity
+        # another prompt, another quantity
+        mine = {p: s for p, s in stats[name].items() if name == "base" or p[0] not in ("perplexity", "loss")}
         v, ci, _ = scored(mine, e.seed, paired=stats["tuned"])
         diff[f"tuned-{name}"] = {"value": v, "ci95": ci}
     floors = {}
@@ -421,23 +488,32 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loade
             floors[name] = {**v, "ci95": ci, "n": n}
         if diak := [r for r in rows if r["family"] == "diakrytyki"]:
             import ogonki
-            v, ci, n = scored(item_stats(diak, [ogonki.restore(r["input"]) for r in diak], want=("exact_match", "chrf")), e.seed)
+            v, ci, n = scored(item_stats(diak, [ogonki.restore(r["input"]) for r in diak],
+                                         want=("exact_match", "chrf")), e.seed)
             floors["ogonki"] = {**v, "ci95": ci, "n": n}
     return {"adapter": str(adapter_dir), "base_model": cfg.model.name, "quantized": quantized,
-            "benchmark_sets": e.benchmark_sets, "examples": len(rows), "answer_tokens": len(examples), "base_prompt": e.base_prompt,
-            "max_new_tokens": e.max_new_tokens, "text_file": str(text_file) if text_file else None, "prose_chars": len(prose) if prose else 0,
+            "benchmark_sets": e.benchmark_sets, "examples": len(rows), "answer_tokens": len(examples),
+            "base_prompt": e.base_prompt,
+            "max_new_tokens": e.max_new_tokens, "text_file": str(text_file) if text_file else None,
+            "prose_chars": len(prose) if prose else 0,
             "bootstrap": {"resamples": N_BOOT, "seed": e.seed, "level": 0.95},
-            **sides, "difference": diff, "floors": floors, "ogonki": ogonki_baseline(rows) if "exact_match" in e.metrics else None}
+            **sides, "difference": diff, "floors": floors, "ogonki": ogonki_baseline(rows)
+            if "exact_match" in e.metrics else None}
 
 
 # %% ../nbs/07_eval.ipynb #97777201
-ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"), ("exact match, all", ("exact_match", "all"), "{:.1%}"),
+ROWS = [("perplexity (held-out answers)", "perplexity", "{:.2f}"),
+        ("exact match, all", ("exact_match", "all"), "{:.1%}"),
         ("chrF", "chrf", "{:.1f}"), ("ROUGE-L", "rouge_l", "{:.1f}"), ("BLEU", "bleu", "{:.1f}"),
         ("stops by itself", "stopping", "{:.1%}"), ("words morfeusz2 knows", "known_words", "{:.1%}"),
-        ("answers in Polish (py3langid)", "polish_share", "{:.1%}"), ("diacritic letters in answers", ("diacritics", "answers"), "{:.1%}"),
-        ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"), ("perplexity of the text file", "text_perplexity", "{:.1f}"),
-        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}"), ("diakrytyki: words restored", "diacritics_accuracy", "{:.1%}"),
-        ("zwroty: in the register asked for", ("register", "asked"), "{:.1%}"), ("zwroty: in the other register", ("register", "other"), "{:.1%}")]
+        ("answers in Polish (py3langid)", "polish_share", "{:.1%}"),
+        ("diacritic letters in answers", ("diacritics", "answers"), "{:.1%}"),
+        ("diacritic letters in references", ("diacritics", "references"), "{:.1%}"),
+        ("perplexity of the text file", "text_perplexity", "{:.1f}"),
+        ("perplexity of held-out Polish prose", "prose_perplexity", "{:.1f}"),
+        ("diakrytyki: words restored", "diacritics_accuracy", "{:.1%}"),
+        ("zwroty: in the register asked for", ("register", "asked"), "{:.1%}"),
+        ("zwroty: in the other register", ("register", "other"), "{:.1%}")]
 LOWER_IS_BETTER = {"perplexity", "loss", "text_perplexity", "prose_perplexity"}
 
 def _get(side, key):
@@ -453,11 +529,13 @@ def _cell(side, key, fmt):
     return fmt.format(v) + (f" ({fmt.format(ci[0])}–{fmt.format(ci[1])})" if ci else "")
 
 def _verdict(report, key, against="base"):
-    "`(difference, [lo, hi], verdict)` of tuned minus a base side from the report's paired intervals, or None: 'better' or 'worse' only where the interval excludes 0."
+    """`(difference, [lo, hi], verdict)` of tuned minus a base side from the report's paired intervals, or None:
+    'better' or 'worse' only where the interval excludes 0."""
     d = (report.get("difference") or {}).get(f"tuned-{against}")
     if not d or (v := _get(d["value"], key)) is None or (ci := _get(d["ci95"], key)) is None: return None
     lower = (key if isinstance(key, str) else key[0]) in LOWER_IS_BETTER
-    g_lo, g_hi = (-ci[1], -ci[0]) if lower else tuple(ci)                 # the interval of the gain, whichever way is better
+    # the interval of the gain, whichever way is better
+    g_lo, g_hi = (-ci[1], -ci[0]) if lower else tuple(ci)
     return v, ci, "better" if g_lo > 0 else "worse" if g_hi < 0 else "no difference shown"
 
 def _diff(report, key, fmt, against="base"):
@@ -474,36 +552,48 @@ def _plain_table(report):
         b, t = _get(report["base"], key), _get(report["tuned"], key)
         if b is not None: lines.append(f"| {name} | {fmt.format(b)} | {fmt.format(t)} |")
     for f in sorted(report["tuned"].get("exact_match", {})):
-        if f != "all": lines.append(f"| exact match, {f} | {report['base']['exact_match'][f]:.1%} | {report['tuned']['exact_match'][f]:.1%} |")
+        if f != "all": lines.append(f"| exact match, {f} | {report['base']['exact_match'][f]:.1%} | "
+                                    f"{report['tuned']['exact_match'][f]:.1%} |")
     if og := report.get("ogonki"):
         lines.append(f"\nBaseline on the same {og['items']} diakrytyki sentences, the `ogonki` package: words restored "
-                     f"{og['diacritics_accuracy']:.1%}, exact match {og['exact_match']:.1%} (the input left as it is: {og['input_unchanged']:.1%} of words right).")
+                     f"{og['diacritics_accuracy']:.1%}, exact match {og['exact_match']:.1%} "
+                     f"(the input left as it is: {og['input_unchanged']:.1%} of words right).")
     return "\n".join(lines)
 
 def report_table(report):
-    """Markdown tables of a report: every figure with its 95% interval and `n`, the base asked in the training prompt and in
-    its own, the tuned model, and tuned minus base with its paired interval and verdict; then exact match per task family;
-    then the trivial floors. Reports from before the intervals existed show their figures alone."""
+    """Markdown tables of a report: every figure with its 95% interval and `n`, the base asked in the training prompt
+    and in its own, the tuned model, and tuned minus base with its paired interval and verdict; then exact match per
+    task family; then the trivial floors. Reports from before the intervals existed show their figures alone."""
     if "ci95" not in report["tuned"]: return _plain_table(report)
     sides = [s for s in ("base", "base_own_prompt", "tuned") if s in report]
-    head = {"base": "base, training prompt", "base_own_prompt": f"base, own prompt ({report.get('base_prompt', '')})", "tuned": "tuned"}
-    lines = ["| metric | n | " + " | ".join(head[s] for s in sides) + " | tuned − base (paired 95% interval) |", "|---|---|" + "---|" * (len(sides) + 1)]
+    head = {"base": "base, training prompt", "base_own_prompt": f"base, own prompt ({report.get('base_prompt', '')})",
+            "tuned": "tuned"}
+    lines = ["| metric | n | " + " | ".join(head[s] for s in sides) + " | tuned − base (paired 95% interval) |",
+             "|---|---|" + "---|" * (len(sides) + 1)]
     fams = [f for f in sorted(report["tuned"].get("exact_match", {})) if f != "all"]
     rows = ROWS + [(f"exact match, {f}", ("exact_match", f), "{:.1%}") for f in fams]
     for name, key, fmt in rows:
         if _get(report["tuned"], key) is None: continue
         n = _get(report["tuned"].get("n", {}), key)
-        lines.append(f"| {name} | {n if n is not None else ''} | " + " | ".join(_cell(report[s], key, fmt) for s in sides) + f" | {_diff(report, key, fmt)} |")
+        lines.append(
+            f"| {name} | {n if n is not None else ''} | "
+            + " | ".join(_cell(report[s], key, fmt) for s in sides)
+            + f" | {_diff(report, key, fmt)} |"
+        )
     if fl := report.get("floors"):
         names = list(fl)
-        lines += ["", "Floors, the trivial answers scored the same way (`copy`: the input given back; `majority`: the family's most frequent "
+        lines += ["",
+                  "Floors, the trivial answers scored the same way (`copy`: the input "
+                  "given back; `majority`: the family's most frequent "
                   "training answer; `ogonki`: the diacritics package, on `diakrytyki` only):", "",
                   "| metric | " + " | ".join(names) + " | tuned |", "|---|" + "---|" * (len(names) + 1)]
         for name, key, fmt in [("exact match, all", ("exact_match", "all"), "{:.1%}"), ("chrF", "chrf", "{:.1f}")] + \
                               [(f"exact match, {f}", ("exact_match", f), "{:.1%}") for f in fams]:
-            lines.append(f"| {name} | " + " | ".join(_cell(fl[k], key, fmt) for k in names) + f" | {_cell(report['tuned'], key, fmt)} |")
+            lines.append(f"| {name} | " + " | ".join(_cell(fl[k], key, fmt)
+                                                     for k in names) + f" | {_cell(report['tuned'], key, fmt)} |")
     if og := report.get("ogonki"):
-        lines.append(f"\ndiakrytyki, words restored: the input left as it is {og['input_unchanged']:.1%}, `ogonki` {og['diacritics_accuracy']:.1%}, "
+        lines.append("\ndiakrytyki, words restored: the input left as it is " f"{og['input_unchanged']:.1%}, `ogonki` "
+                     f"{og['diacritics_accuracy']:.1%}, "
                          f"tuned {_cell(report['tuned'], 'diacritics_accuracy', '{:.1%}')} (n = {og['items']}).")
     return "\n".join(lines)
 
@@ -522,23 +612,31 @@ def plot_report(report):
 
 # %% ../nbs/07_eval.ipynb #ffc9a5e5
 def runs_table(runs):
-    """Markdown table of several runs (name -> `(report, tasks_report or None)`): exact match per family, prose perplexity,
-    register and diacritics, base → tuned with the tuned figure's 95% interval and `n`, and what the paired interval of
-    tuned minus base says (`better`, `worse`, or no difference shown); ogonki's diacritics beside. Reports from before the
-    intervals existed show their figures alone, marked `no interval`."""
+    """Markdown table of several runs (name -> `(report, tasks_report or None)`): exact match per family, prose
+    perplexity, register and diacritics, base → tuned with the tuned figure's 95% interval and `n`, and what the
+    paired interval of tuned minus base says (`better`, `worse`, or no difference shown); ogonki's diacritics beside.
+    Reports from before the intervals existed show their figures alone, marked `no interval`."""
     names = list(runs)
     fams = sorted({f for rep, _ in runs.values() for f in rep["tuned"].get("exact_match", {}) if f != "all"})
     def cell(rep, key, fmt):
         if rep is None or _get(rep["tuned"], key) is None: return "–"
         b, n, v = _get(rep["base"], key), _get(rep["tuned"].get("n", {}), key), _verdict(rep, key)
         out = (f"{fmt.format(b)} → " if b is not None else "") + _cell(rep["tuned"], key, fmt)
-        return out + (f", n={n}" if n else "") + (f", {v[2]}" if v else "" if "ci95" in rep["tuned"] else ", no interval")
-    rows = [("exact match, all", 0, ("exact_match", "all"), "{:.1%}")] + [(f"exact match, {f}", 0, ("exact_match", f), "{:.1%}") for f in fams]
-    rows += [("perplexity of held-out Polish prose", 0, "prose_perplexity", "{:.1f}"), ("zwroty: in the other register", 0, ("register", "other"), "{:.1%}"),
-             ("diakrytyki: words restored", 1, "diacritics_accuracy", "{:.1%}"), ("polish-prose-tasks: chrF", 1, "chrf", "{:.1f}")]
+        return out + (f", n={n}" if n else "") + (f", {v[2]}" if v else "" if "ci95" in rep["tuned"]
+                                                  else ", no interval")
+    rows = [("exact match, all", 0, ("exact_match", "all"), "{:.1%}")] + [(f"exact match, {f}", 0, ("exact_match", f),
+                                                                           "{:.1%}") for f in fams]
+    rows += [("perplexity of held-out Polish prose", 0, "prose_perplexity", "{:.1f}"),
+             ("zwroty: in the other register", 0, ("register", "other"), "{:.1%}"),
+             ("diakrytyki: words restored", 1, "diacritics_accuracy", "{:.1%}"),
+             ("polish-prose-tasks: chrF", 1, "chrf", "{:.1f}")]
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {name} | " + " | ".join(cell(runs[n][i], key, fmt) for n in names) + " |" for name, i, key, fmt in rows]
+    lines += [f"| {name} | " + " | ".join(cell(runs[n][i], key, fmt) for n in names) + " |" for name, i, key,
+              fmt in rows]
     og = [(runs[n][1] or {}).get("ogonki") for n in names]
-    lines.append("| diakrytyki: words restored by ogonki | " + " | ".join(f"{o['diacritics_accuracy']:.1%}" if o else "–" for o in og) + " |")
-    lines.append("| diakrytyki: words right in the input left as it is | " + " | ".join(f"{o['input_unchanged']:.1%}" if o else "–" for o in og) + " |")
+    lines.append("| diakrytyki: words restored by ogonki | " + " | ".join(f"{o['diacritics_accuracy']:.1%}" if o
+                                                                          else "–" for o in og) + " |")
+    lines.append("| diakrytyki: words right in the input left as it is | " + " | ".join(f"{o['input_unchanged']:.1%}"
+                                                                                        if o else "–"
+                                                                                        for o in og) + " |")
     return "\n".join(lines)

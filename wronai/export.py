@@ -16,15 +16,18 @@ from .models import head_dim
 
 # %% ../nbs/08c_export.ipynb #b0211ddb
 def permute_qk(w, n_head):
-    "Rows of a q or k projection, `(n_head * d, n_in)`, reordered from transformers' rotate-half pairs to llama.cpp's neighbouring pairs."
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)   # (H, 2, d/2, n_in) -> (H, d/2, 2, n_in)
+    """Rows of a q or k projection, `(n_head * d, n_in)`, reordered from transformers' rotate-half pairs to llama.cpp's
+    neighbouring pairs."""
+    # (H, 2, d/2, n_in) -> (H, d/2, 2, n_in)
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 # %% ../nbs/08c_export.ipynb #bcc6bde9
 QUANTS = ("f16", "q8_0")
 LLAMA_TYPES = ("llama", "mistral")     # transformers model types that llama.cpp runs as its `llama` architecture
 
 def gguf_tensors(model, quant="f16"):
-    "`(gguf_name, array, ggml_type)` for each weight of a Llama-architecture `model`, in llama.cpp's names, row order and storage types."
+    """`(gguf_name, array, ggml_type)` for each weight of a Llama-architecture `model`, in llama.cpp's names, row order
+    and storage types."""
     import gguf, torch
     if quant not in QUANTS: raise ValueError(f"quant must be one of {QUANTS}, got {quant!r}")
     c, Q = model.config, gguf.GGMLQuantizationType
@@ -61,44 +64,57 @@ def _spm_vocab(tok, n_vocab, spm_file):
     T, sp = gguf.TokenType, SentencePieceProcessor(model_file=str(spm_file))
     vocab, n = tok.get_vocab(), sp.vocab_size()
     bad = [i for i in range(n) if vocab.get(sp.id_to_piece(i)) != i]
-    if bad: raise ValueError(f"{spm_file} does not belong to this tokenizer: piece {bad[0]} ({sp.id_to_piece(bad[0])!r}) and {len(bad) - 1} more differ")
+    if bad: raise ValueError(f"{spm_file} does not belong to this tokenizer: piece {bad[0]} "
+                             f"({sp.id_to_piece(bad[0])!r}) and {len(bad) - 1} more differ")
     kind = lambda i: (T.UNKNOWN if sp.is_unknown(i) else T.CONTROL if sp.is_control(i) else T.UNUSED if sp.is_unused(i)
                       else T.BYTE if sp.is_byte(i) else T.NORMAL)
-    tokens, types, scores = [sp.id_to_piece(i) for i in range(n)], [kind(i) for i in range(n)], [sp.get_score(i) for i in range(n)]
+    tokens, types, scores = [sp.id_to_piece(i) for i in range(n)], [kind(i) for i in range(n)], [sp.get_score(i)
+                                                                                                 for i in range(n)]
     added = tok.added_tokens_decoder
     for i in range(n, n_vocab):
-        tokens.append(added[i].content); types.append(T.CONTROL if added[i].special else T.USER_DEFINED); scores.append(-1000.0)
+        tokens.append(added[i].content)
+        types.append(T.CONTROL if added[i].special else T.USER_DEFINED)
+        scores.append(-1000.0)
     return dict(model="llama", pre="default", tokens=tokens, types=types, scores=scores)
 
 def gguf_vocab(tok, n_vocab, spm_file=None):
-    "`tok` as a GGUF tokenizer: model, pre, tokens and token types, and merges (byte-level BPE) or scores (SentencePiece, from `spm_file`)."
+    """`tok` as a GGUF tokenizer: model, pre, tokens and token types, and merges (byte-level BPE) or scores
+    (SentencePiece, from `spm_file`)."""
     import gguf
     T = gguf.TokenType
-    if len(tok) != n_vocab: raise ValueError(f"the tokenizer has {len(tok)} tokens but the model's embedding has {n_vocab} rows")
+    if len(tok) != n_vocab: raise ValueError(f"the tokenizer has {len(tok)} tokens but the model's embedding has "
+                                             f"{n_vocab} rows")
     if _is_spm(tok):
-        if spm_file is None: raise ValueError("a SentencePiece tokenizer (Mistral, Llama 2) needs its tokenizer.model for GGUF scores: pass spm_file")
+        if spm_file is None: raise ValueError("a SentencePiece tokenizer (Mistral, Llama 2) needs its "
+                                              "tokenizer.model for GGUF scores: pass spm_file")
         return _spm_vocab(tok, n_vocab, spm_file)
     if (h := probe_hash(tok)) not in KNOWN_PRE:
-        raise ValueError(f"GGUF export knows the byte-level BPE tokenizers of {', '.join(sorted(set(KNOWN_PRE.values())))} and SentencePiece "
-                         f"ones (Mistral, Llama 2); this one (probe hash {h[:12]}) is neither. Run `wronai merge` and convert that folder "
+        raise ValueError("GGUF export knows the byte-level BPE tokenizers of "
+                         f"{', '.join(sorted(set(KNOWN_PRE.values())))} and SentencePiece "
+                         f"ones (Mistral, Llama 2); this one (probe hash {h[:12]}) is neither. "
+                         "Run `wronai merge` and convert that folder "
                          "with llama.cpp's convert_hf_to_gguf.py, which knows more tokenizers")
     inv, added = {i: s for s, i in tok.get_vocab().items()}, tok.added_tokens_decoder
     tokens = [added[i].content if i in added else inv[i] for i in range(n_vocab)]
     types = [(T.CONTROL if added[i].special else T.USER_DEFINED) if i in added else T.NORMAL for i in range(n_vocab)]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]]
+    merges = [m if isinstance(m, str) else " ".join(m)
+              for m in json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]]
     return dict(model="gpt2", pre=KNOWN_PRE[h], tokens=tokens, types=types, merges=merges)
 
 # %% ../nbs/08c_export.ipynb #92e92e94
 def check_llama(c, name="this model"):
     "The RoPE parameters of config `c`, or an error where llama.cpp would not run it as its `llama` architecture."
     if c.model_type not in LLAMA_TYPES:
-        raise ValueError(f"GGUF export writes Llama-architecture models ({', '.join(LLAMA_TYPES)}); {name} is {c.model_type!r}")
+        raise ValueError("GGUF export writes Llama-architecture models "
+                         f"({', '.join(LLAMA_TYPES)}); {name} is {c.model_type!r}")
     rope = getattr(c, "rope_parameters", None) or {"rope_theta": getattr(c, "rope_theta", 10000.0)}
-    if rope.get("rope_type", "default") != "default": raise ValueError(f"RoPE scaling {rope['rope_type']!r} is not supported by this export")
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"RoPE scaling {rope['rope_type']!r} is not supported by this export")
     return rope
 
 def _prompt_around(register):
-    "The training prompt's text before and after the question, from `format_example` itself (which also checks `register`)."
+    """The training prompt's text before and after the question, from `format_example` itself (which also checks
+    `register`)."""
     from wronai.tokens import format_example
     return tuple(format_example("\x00", register=register).split("\x00"))
 
@@ -116,7 +132,8 @@ def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", regi
     n_vocab = model.get_input_embeddings().weight.shape[0]
     v, template = gguf_vocab(tok, n_vocab, spm_file), chat_template(register)
     hd = head_dim(c)
-    w = gguf.GGUFWriter(str(path), "llama", use_temp_file=True)      # tensors wait on disk, not in memory, until written
+    # tensors wait on disk, not in memory, until written
+    w = gguf.GGUFWriter(str(path), "llama", use_temp_file=True)
     w.add_type(gguf.GGUFType.MODEL); w.add_name(name)
     w.add_block_count(c.num_hidden_layers); w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size); w.add_feed_forward_length(c.intermediate_size)
@@ -125,7 +142,10 @@ def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", regi
     w.add_key_length(hd); w.add_value_length(hd)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     w.add_vocab_size(n_vocab); w.add_rope_dimension_count(hd); w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    w.add_tokenizer_model(v["model"]); w.add_tokenizer_pre(v["pre"]); w.add_token_list(v["tokens"]); w.add_token_types(v["types"])
+    w.add_tokenizer_model(v["model"])
+    w.add_tokenizer_pre(v["pre"])
+    w.add_token_list(v["tokens"])
+    w.add_token_types(v["types"])
     if "scores" in v: w.add_token_scores(v["scores"])
     if "merges" in v: w.add_token_merges(v["merges"])
     for add, tid in ((w.add_bos_token_id, tok.bos_token_id), (w.add_eos_token_id, tok.eos_token_id),
@@ -140,9 +160,11 @@ def write_gguf(model, tok, path, quant="f16", spm_file=None, name="wronai", regi
 
 # %% ../nbs/08c_export.ipynb #1cd13a60
 def modelfile(gguf_name, tok, register="formal", license=None):
-    "An Ollama Modelfile for `gguf_name` in the same folder: the training prompt as template, stopping at `</answer>` and EOS, greedy."
+    """An Ollama Modelfile for `gguf_name` in the same folder: the training prompt as template, stopping at `</answer>`
+    and EOS, greedy."""
     before, after = _prompt_around(register)
-    lines = ["# Ollama: `ollama create wronai -f Modelfile`, then `ollama run wronai`. The template is wronai's training prompt.",
+    lines = ["# Ollama: `ollama create wronai -f Modelfile`, then `ollama run "
+             "wronai`. The template is wronai's training prompt.",
              f"FROM ./{gguf_name}",
              f'TEMPLATE """{before}{{{{ .Prompt }}}}{after}"""',
              *[f'PARAMETER stop "{s}"' for s in dict.fromkeys(["</answer>", tok.eos_token]) if s],
@@ -161,24 +183,30 @@ def _spm_file(cfg, cache=None):
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
         try: return hf_hub_download(name, "tokenizer.model")
-        except EntryNotFoundError: return None                                  # none in the repository; a network or login error says itself
+        # none in the repository; a network or login error says itself
+        except EntryNotFoundError: return None
     return None
 
 def export(adapter_dir, out_dir, quant="f16", config=None, register="formal", cache=None):
-    "Merge the adapter in `adapter_dir` into its base and write `wronai-QUANT.gguf` (each of `quant`) and a `Modelfile` to `out_dir`; their paths."
+    """Merge the adapter in `adapter_dir` into its base and write `wronai-QUANT.gguf` (each of `quant`) and a
+    `Modelfile` to `out_dir`; their paths."""
     from wronai.infer import load_adapter
     quants = [quant] if isinstance(quant, str) else list(dict.fromkeys(quant))       # each once
     if bad := [q for q in quants if q not in QUANTS]: raise ValueError(f"quant must be among {QUANTS}, got {bad[0]!r}")
     chat_template(register)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out} is a file; --out must name a folder (nothing was written)")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; --out must name a folder (nothing was written)")
     files = [out/f"wronai-{q}.gguf" for q in quants] + [out/"Modelfile"]
-    if clash := [str(f) for f in files if f.exists()]: raise FileExistsError(f"{', '.join(clash)} exists; choose another --out (nothing was written)")
+    if clash := [str(f) for f in files if f.exists()]:
+        raise FileExistsError(f"{', '.join(clash)} exists; choose another --out (nothing was written)")
     cfg, tok, model = load_adapter(adapter_dir, config, quantized=False, cache=cache)
-    check_llama(model.config, cfg.model.name)                                              # before the merge: say it at once
+    # before the merge: say it at once
+    check_llama(model.config, cfg.model.name)
     spm = _spm_file(cfg, cache) if _is_spm(tok) else None
     merged = model.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
-    for q, f in zip(quants, files): write_gguf(merged, tok, f, q, spm, name=Path(adapter_dir).resolve().name, register=register)
+    for q, f in zip(quants, files): write_gguf(merged, tok, f, q, spm, name=Path(adapter_dir).resolve().name,
+                                               register=register)
     files[-1].write_text(modelfile(files[0].name, tok, register))
     return files

@@ -20,16 +20,19 @@ from .models import MiB
 
 # %% ../nbs/08_inference.ipynb #392e3687
 def load_adapter(adapter_dir, config=None, quantized=True, cache=None):
-    "`(cfg, tokenizer, model)` for an adapter folder; the config defaults to the `wronai.yaml` that `train` saved there."
+    """`(cfg, tokenizer, model)` for an adapter folder; the config defaults to the `wronai.yaml` that `train` saved
+    there."""
     config = Path(config) if config else Path(adapter_dir)/"wronai.yaml"
     if not config.exists():
-        raise FileNotFoundError(f"{config}: not found; pass the output folder of `wronai train`, or the config the adapter was trained with")
+        raise FileNotFoundError(f"{config}: not found; pass the output folder of `wronai train`, or the "
+                                "config the adapter was trained with")
     cfg = load_config(config)
     return (cfg, *load_tuned(cfg, adapter_dir, quantized, cache))
 
 # %% ../nbs/08_inference.ipynb #b3484f60
 def prompt_for(question, tok, prompt_format="polish_tags", register="formal", history=()):
-    "The generation prompt for `question` in the training format; `history` ((question, answer) pairs) is used by chat templates only."
+    """The generation prompt for `question` in the training format; `history` ((question, answer) pairs) is used by chat
+    templates only."""
     if not str(question).strip(): raise ValueError("question must not be empty")
     if prompt_format == "chat_template":
         turns = [{"role": role, "content": text} for q, a in history for role, text in (("user", q), ("assistant", a))]
@@ -49,24 +52,30 @@ class Sampling:
     seed: int | None = None  # seed of the sampling; None: a fresh draw each time
 
     def __post_init__(self):
-        for name, ok, want in [("max_new_tokens", self.max_new_tokens >= 1, "at least 1"), ("temperature", self.temperature >= 0, "0 (greedy) or more"),
-                               ("top_p", 0 < self.top_p <= 1, "in (0, 1]"), ("top_k", self.top_k >= 0, "0 (no limit) or more"),
+        for name, ok, want in [("max_new_tokens", self.max_new_tokens >= 1, "at least 1"),
+                               ("temperature", self.temperature >= 0, "0 (greedy) or more"),
+                               ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                               ("top_k", self.top_k >= 0, "0 (no limit) or more"),
                                ("repetition_penalty", self.repetition_penalty > 0, "above 0")]:
             if not ok: raise ValueError(f"sampling.{name} must be {want}, got {getattr(self, name)!r}")
 
     def generate_kwargs(self, tok):
         "Keyword arguments for `model.generate`: stop at `</answer>` or EOS."
-        kw = dict(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0, repetition_penalty=self.repetition_penalty,
+        kw = dict(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
+                  repetition_penalty=self.repetition_penalty,
                   eos_token_id=stop_ids(tok), pad_token_id=tok.pad_token_id)
         if kw["do_sample"]: kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         return kw
 
 # %% ../nbs/08_inference.ipynb #2fd8c5a1
 @torch.no_grad()
-def answer(model, tok, question, sampling=None, register="formal", prompt_format="polish_tags", history=(), streamer=None):
-    "The model's answer to `question`, generated from the training prompt; a transformers `streamer` receives it as it comes."
+def answer(model, tok, question, sampling=None, register="formal", prompt_format="polish_tags", history=(),
+           streamer=None):
+    """The model's answer to `question`, generated from the training prompt; a transformers `streamer` receives it as it
+    comes."""
     s = sampling or Sampling()
-    b = tok(prompt_for(question, tok, prompt_format, register, history), return_tensors="pt").to(next(model.parameters()).device)
+    b = tok(prompt_for(question, tok, prompt_format, register, history),
+            return_tensors="pt").to(next(model.parameters()).device)
     if s.seed is not None: torch.manual_seed(s.seed)
     out = model.generate(**b, **s.generate_kwargs(tok), streamer=streamer)
     return tok.decode(out[0, b["input_ids"].shape[1]:], skip_special_tokens=True).strip()
@@ -91,7 +100,8 @@ class Chat:
     "A conversation with a tuned model: `ask` answers (streaming to `on_text` when given) and keeps the history."
     def __init__(self, model, tok, prompt_format="polish_tags", register="formal", sampling=None, max_len=None):
         self.model, self.tok, self.prompt_format, self.register = model, tok, prompt_format, register
-        self.sampling, self.history, self.max_len = sampling or Sampling(), [], max_len   # max_len: the training length, for a warning
+        # max_len: the training length, for a warning
+        self.sampling, self.history, self.max_len = sampling or Sampling(), [], max_len
 
     @classmethod
     def from_adapter(cls, adapter_dir, config=None, quantized=True, **kw):
@@ -104,7 +114,8 @@ class Chat:
         if self.max_len:
             n = len(self.tok(prompt_for(question, self.tok, self.prompt_format, self.register, self.history)).input_ids)
             if n > self.max_len:
-                warnings.warn(f"this prompt is {n} tokens, longer than any training example ({self.max_len} tokens, data.max_seq_length): "
+                warnings.warn(f"this prompt is {n} tokens, longer than any training example "
+                              f"({self.max_len} tokens, data.max_seq_length): "
                               "the model has never seen one this long, so expect a worse answer", stacklevel=2)
         pieces = []
         for piece in stream(self.model, self.tok, question, self.sampling, register=self.register,
@@ -118,15 +129,18 @@ class Chat:
 def _bubble(who, text): return f"<p><b>{who}:</b> {html.escape(text)}</p>"
 
 class ChatBox:
-    "An ipywidgets chat with a `Chat`: a question box, a send button, register and temperature controls, the conversation above."
+    """An ipywidgets chat with a `Chat`: a question box, a send button, register and temperature controls, the
+    conversation above."""
     def __init__(self, chat):
         import ipywidgets as w
         self.chat = chat
         self.log = w.HTML(layout=w.Layout(max_height="320px", overflow="auto", border="1px solid #ddd", padding="4px"))
-        self.question = w.Text(placeholder="Zadaj pytanie po polsku…", continuous_update=False, layout=w.Layout(width="70%"))
+        self.question = w.Text(placeholder="Zadaj pytanie po polsku…", continuous_update=False,
+                               layout=w.Layout(width="70%"))
         self.send = w.Button(description="Wyślij", button_style="primary")
         self.register = w.ToggleButtons(options=["formal", "informal"], value=chat.register)
-        self.temperature = w.FloatSlider(value=chat.sampling.temperature, min=0, max=1.5, step=0.1, description="temperatura")
+        self.temperature = w.FloatSlider(value=chat.sampling.temperature, min=0, max=1.5, step=0.1,
+                                         description="temperatura")
         self.widget = w.VBox([self.log, w.HBox([self.question, self.send]), w.HBox([self.register, self.temperature])])
         self.send.on_click(lambda _: self.submit())
         self.question.observe(lambda _: self.submit(), "value")                    # Enter commits the text
@@ -148,15 +162,20 @@ class ChatBox:
         self._show()
 
     def _repr_mimebundle_(self, **kw):
-        "The live widget, and the conversation as plain HTML for places that cannot run widgets (a saved notebook on GitHub)."
-        return {**self.widget._repr_mimebundle_(**kw), "text/html": f'<div style="border:1px solid #ddd;padding:4px">{self.log.value}</div>'}
+        """The live widget, and the conversation as plain HTML for places that cannot run widgets (a saved notebook on
+        GitHub)."""
+        return {**self.widget._repr_mimebundle_(**kw),
+                "text/html": f'<div style="border:1px solid #ddd;padding:4px">{self.log.value}</div>'}
 
 # %% ../nbs/08_inference.ipynb #bfde46fe
 def merge(adapter_dir, out_dir, config=None, cache=None):
-    "Fold the adapter into a full-precision copy of its base and save a standalone model, tokenizer and config to `out_dir`."
+    """Fold the adapter into a full-precision copy of its base and save a standalone model, tokenizer and config to
+    `out_dir`."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir} is a file; --out must name a new folder (nothing was written)")
-    if out_dir.exists() and any(out_dir.iterdir()): raise FileExistsError(f"{out_dir} is not empty; choose a new folder (nothing was written)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; --out must name a new folder (nothing was written)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; choose a new folder (nothing was written)")
     cfg, tok, model = load_adapter(adapter_dir, config, quantized=False, cache=cache)
     gc = model.get_base_model().generation_config
     gc.eos_token_id, gc.pad_token_id = stop_ids(tok), tok.pad_token_id
@@ -167,18 +186,23 @@ def merge(adapter_dir, out_dir, config=None, cache=None):
 # %% ../nbs/08_inference.ipynb #91d034d4
 @torch.no_grad()
 def generation_speed(model, tok, prompts, new_tokens=32, batch_size=1):
-    "Greedy generation of exactly `new_tokens` per prompt, timed: tokens per second, weight memory and (CUDA) peak memory."
+    """Greedy generation of exactly `new_tokens` per prompt, timed: tokens per second, weight memory and (CUDA) peak
+    memory."""
     if not prompts: raise ValueError("prompts must not be empty")
-    if new_tokens < 1 or batch_size < 1: raise ValueError(f"new_tokens and batch_size must be at least 1, got {new_tokens} and {batch_size}")
+    if new_tokens < 1 or batch_size < 1:
+        raise ValueError(f"new_tokens and batch_size must be at least 1, got {new_tokens} and {batch_size}")
     dev = next(model.parameters()).device
-    batches = [tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left").to(dev) for i in range(0, len(prompts), batch_size)]
-    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=stop_ids(tok), pad_token_id=tok.pad_token_id)
+    batches = [tok(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left").to(dev)
+               for i in range(0, len(prompts), batch_size)]
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=stop_ids(tok),
+              pad_token_id=tok.pad_token_id)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     model.generate(**batches[0], **kw)                                              # warm-up, not timed
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
     sync(); t0, n = time.perf_counter(), 0
     for b in batches: n += model.generate(**b, **kw)[:, b["input_ids"].shape[1]:].numel()   # (B, new_tokens)
     sync(); secs = time.perf_counter() - t0
-    return dict(prompts=len(prompts), batch_size=batch_size, new_tokens=new_tokens, tokens=n, seconds=secs, tokens_per_s=n / secs,
+    return dict(prompts=len(prompts), batch_size=batch_size, new_tokens=new_tokens, tokens=n, seconds=secs,
+                tokens_per_s=n / secs,
                 weights_mib=model.get_memory_footprint() / MiB,
                 peak_mib=torch.cuda.max_memory_allocated(dev) / MiB if dev.type == "cuda" else None)

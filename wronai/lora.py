@@ -20,7 +20,8 @@ class LoRALinear(nn.Module):
         self.base = base.requires_grad_(False)
         dev = next(base.parameters()).device                                    # the adapter lives where its base does
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=dev))           # (r, k), fp32
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev))          # (d, r): zero, so the start equals the base
+        # (d, r): zero, so the start equals the base
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))                   # what nn.Linear does
         self.scaling = alpha / (math.sqrt(r) if rslora else r)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -31,7 +32,8 @@ class LoRALinear(nn.Module):
         return out + (z * self.scaling).to(out.dtype)
 
 def apply_lora(model, targets, r=16, alpha=32, dropout=0.0, rslora=False):
-    "Freeze `model` and wrap each module named in `targets` (last name component) in a `LoRALinear`; returns the wrapped names."
+    """Freeze `model` and wrap each module named in `targets` (last name component) in a `LoRALinear`; returns the
+    wrapped names."""
     model.requires_grad_(False)
     names = [n for n, m in model.named_modules() if n.split(".")[-1] in targets and hasattr(m, "in_features")]
     if not names: raise ValueError(f"no module of the model is named one of {sorted(targets)}")
@@ -51,16 +53,22 @@ def lora_config(cfg, trainable_token_indices=None):
 
 # %% ../nbs/04_lora.ipynb #70cb73ae
 class CpuDropout(nn.Dropout):
-    "`nn.Dropout` whose CPU mask comes from the 32-bit halves of torch's random 64-bit words: drop probability within 2⁻³³ of `p`, at a fraction of `bernoulli_`'s cost. Off the CPU, and in eval mode, it is `nn.Dropout`."
+    """`nn.Dropout` whose CPU mask comes from the 32-bit halves of torch's random 64-bit words: drop probability within
+    2⁻³³ of `p`, at a fraction of `bernoulli_`'s cost. Off the CPU, and in eval mode, it is `nn.Dropout`."""
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == "cpu"): return super().forward(x)
-        words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device).random_(-2**63, None)   # every bit uniform: the whole int64 range
-        u = words.view(torch.int32)[:x.numel()].view(x.shape)                                # one uniform 32-bit integer per element
-        keep = u >= -2**31 + round(self.p * 2**32)                                           # P(drop) = round(p * 2^32) / 2^32
-        return (x * keep).mul_(1 / (1 - self.p))                                          # in place: autograd keeps `keep`, not this
+        # every bit uniform: the whole int64 range
+        words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64, device=x.device).random_(-2**63, None)
+        # one uniform 32-bit integer per element
+        u = words.view(torch.int32)[:x.numel()].view(x.shape)
+        # P(drop) = round(p * 2^32) / 2^32
+        keep = u >= -2**31 + round(self.p * 2**32)
+        # in place: autograd keeps `keep`, not this
+        return (x * keep).mul_(1 / (1 - self.p))
 
 def cpu_dropout(model, on=True):
-    "Swap every LoRA dropout of a peft `model` for a `CpuDropout` (or back to `nn.Dropout` with `on=False`); returns how many were swapped."
+    """Swap every LoRA dropout of a peft `model` for a `CpuDropout` (or back to `nn.Dropout` with `on=False`); returns
+    how many were swapped."""
     n = 0
     for m in model.modules():
         drops = getattr(m, "lora_dropout", None)
@@ -72,7 +80,8 @@ def cpu_dropout(model, on=True):
 
 # %% ../nbs/04_lora.ipynb #b99ac8d6
 def hush_peft_rename():
-    "Ignore the one FutureWarning peft 0.21 causes: it asks transformers 5 for `is_gradient_checkpointing`, renamed `is_activation_checkpointing`."
+    """Ignore the one FutureWarning peft 0.21 causes: it asks transformers 5 for `is_gradient_checkpointing`, renamed
+    `is_activation_checkpointing`."""
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 @contextlib.contextmanager
@@ -83,17 +92,23 @@ def peft_quiet():
         yield
 
 def add_lora(model, cfg, trainable_token_indices=None):
-    "Prepare a (quantized) base for training as the config says and add peft LoRA adapters, with `CpuDropout` as their dropout."
+    """Prepare a (quantized) base for training as the config says and add peft LoRA adapters, with `CpuDropout` as their
+    dropout."""
     from peft import get_peft_model, prepare_model_for_kbit_training
     from wronai.quant import cpu_packing
-    cpu_packing(model, False)                          # bitsandbytes' CPU inference layout has no backward (03_quantization)
+    # bitsandbytes' CPU inference layout has no backward (03_quantization)
+    cpu_packing(model, False)
     gc = cfg.training.gradient_checkpointing
-    if gc == "auto":                                       # the memory plan decides it, once per run, before the model is built
-        raise ValueError("training.gradient_checkpointing is 'auto': decide it first with wronai.memory.resolve_checkpointing(cfg, device) "
+    # the memory plan decides it, once per run, before the model is built
+    if gc == "auto":
+        raise ValueError("training.gradient_checkpointing is 'auto': decide it first with "
+                         "wronai.memory.resolve_checkpointing(cfg, device) "
                          "(wronai.train.setup and train() do), or set true or false")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)   # the upcast; checkpointing below
-    if gc:                                                 # by its transformers 5 name (peft 0.21 still calls the deprecated one)
+        # the upcast; checkpointing below
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # by its transformers 5 name (peft 0.21 still calls the deprecated one)
+    if gc:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     with peft_quiet(): model = get_peft_model(model, lora_config(cfg, trainable_token_indices))
@@ -103,7 +118,8 @@ def add_lora(model, cfg, trainable_token_indices=None):
 def trainable_report(model):
     "Trainable and total parameter counts, and the trainable share."
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in model.parameters())  # 2 NF4 codes per byte
+    # 2 NF4 codes per byte
+    total = sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in model.parameters())
     return {"trainable": train, "total": total, "share": train / total}
 
 # %% ../nbs/04_lora.ipynb #2f0c354e
@@ -119,7 +135,8 @@ def lora_param_count(mcfg, targets, r):
 # %% ../nbs/04_lora.ipynb #454a84f3
 def merge_and_save(peft_model, out_dir, tokenizer=None):
     "Fold the adapters into a full-precision base and save a standalone model (and tokenizer) to `out_dir`."
-    if getattr(peft_model, "is_loaded_in_4bit", False):                          # peft forwards the base model's attribute
+    # peft forwards the base model's attribute
+    if getattr(peft_model, "is_loaded_in_4bit", False):
         raise ValueError("merging into a 4-bit base re-rounds the update away; load the base in full precision, "
                          "load the adapter onto it, then merge (see nbs/04_lora.ipynb)")
     merged = peft_model.merge_and_unload()

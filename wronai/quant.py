@@ -37,7 +37,8 @@ def _blocks(x, blocksize):
 def quantize_nf4(w, blocksize=64, levels=None):
     "`(packed, absmax)`: `w` as NF4 codes packed two per byte (first in the high nibble) and one fp32 absmax per block."
     x = w.detach().float().flatten()
-    levels = (nf4_levels() if levels is None else levels).to(x.device)              # the levels go where the weights are
+    # the levels go where the weights are
+    levels = (nf4_levels() if levels is None else levels).to(x.device)
     if x.numel() % 2: raise ValueError(f"NF4 packs two values per byte; got an odd number of values ({x.numel()})")
     blocks = _blocks(x, blocksize)                                                 # (n_blocks, blocksize)
     absmax = blocks.abs().max(1).values                                            # (n_blocks,)
@@ -113,52 +114,63 @@ def memory_table(cfg, other_bytes=2):
 
 # %% ../nbs/03_quantization.ipynb #5c48f93b
 class _KernelsLine(logging.Filter):
-    "bitsandbytes' warning that the optional `kernels` package is missing (CPUs with AVX512-BF16): one explanation per process, no repeats."
+    """bitsandbytes' warning that the optional `kernels` package is missing (CPUs with AVX512-BF16): one explanation per
+    process, no repeats."""
     explained = False
     def filter(self, record):
         if not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community"): return True
         if not _KernelsLine.explained:
             _KernelsLine.explained = True
-            log.info("bitsandbytes tried the optional `kernels` package (a hub build of its AVX512-BF16 CPU kernel) and uses the "
+            log.info("bitsandbytes tried the optional `kernels` package (a hub build of its "
+                     "AVX512-BF16 CPU kernel) and uses the "
                      "kernel it ships instead; harmless (see nbs/03_quantization.ipynb)")
         return False
 
 @contextlib.contextmanager
 def kernels_line_explained():
-    "A block in which bitsandbytes' `kernels` notice is explained once per process instead of printed; the logger is left as it was after."
+    """A block in which bitsandbytes' `kernels` notice is explained once per process instead of printed; the logger is
+    left as it was after."""
     lg, f = logging.getLogger("bitsandbytes.backends.cpu.ops"), _KernelsLine()
     lg.addFilter(f)
     try: yield
     finally: lg.removeFilter(f)
 
 def import_bnb(name="bitsandbytes"):
-    "`name` (bitsandbytes or one of its modules), imported inside `kernels_line_explained`: bitsandbytes logs that line at its first import."
-    if name in sys.modules: return sys.modules[name]                       # imported already: nothing to filter (training asks every step)
+    """`name` (bitsandbytes or one of its modules), imported inside `kernels_line_explained`: bitsandbytes logs that
+    line at its first import."""
+    # imported already: nothing to filter (training asks every step)
+    if name in sys.modules: return sys.modules[name]
     with kernels_line_explained(): return importlib.import_module(name)
 
 # %% ../nbs/03_quantization.ipynb #06fc8e32
 def unpack_cpu_layout(packed, n, k, block_n=32):
     "The `(n, k)` 4-bit codes of a weight stored in bitsandbytes' fused-CPU-kernel layout (`packed`: `(n, k/2)` bytes)."
-    g = packed.view(torch.uint8).reshape(-1, 32)                      # (n/32 * k/2, 32): a group per 32 rows x 2 columns
-    codes = torch.cat([g & 15, g >> 4], 1)                            # (groups, 64): rows 0-15 low nibbles, rows 16-31 high
+    # (n/32 * k/2, 32): a group per 32 rows x 2 columns
+    g = packed.view(torch.uint8).reshape(-1, 32)
+    # (groups, 64): rows 0-15 low nibbles, rows 16-31 high
+    codes = torch.cat([g & 15, g >> 4], 1)
     return codes.view(n // block_n, k // 2, block_n, 2).transpose(1, 2).reshape(n, k)   # (n, k)
 
 @torch.no_grad()                    # the real kernel is compiled code that autograd cannot see into; so is its stand-in
 def fused_cpu_gemm(A, B, shapeB, absmax, code, blocksize):
-    "What bitsandbytes' fused AVX512-BF16 kernel computes, in plain torch: `A @ W.T` from the packed layout, in bfloat16."
+    """What bitsandbytes' fused AVX512-BF16 kernel computes, in plain torch: `A @ W.T` from the packed layout, in
+    bfloat16."""
     n, k = shapeB
     W = code.to(torch.bfloat16)[unpack_cpu_layout(B, n, k).long()] * absmax.T.repeat_interleave(blocksize, 1)   # (n, k)
     return (A.to(torch.bfloat16).float() @ W.float().T).to(torch.bfloat16)    # bf16 operands, fp32 sums, bf16 out
 
 # %% ../nbs/03_quantization.ipynb #96b337fa
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")  # CPU flags that change which kernels torch and bitsandbytes run
+# CPU flags that change which kernels torch and bitsandbytes run
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 def cpu_flags():
-    "This CPU's model name and those of its instruction-set flags that choose kernels: recorded beside every CPU benchmark figure."
+    """This CPU's model name and those of its instruction-set flags that choose kernels: recorded beside every CPU
+    benchmark figure."""
     import platform
     from pathlib import Path
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")),
+                 platform.processor())
     flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
     return {"model": model, "flags": sorted(f for f in flags if f in KERNEL_FLAGS)}
 
@@ -169,7 +181,8 @@ def _has_fused():
 
 @contextlib.contextmanager
 def as_on_avx512bf16():
-    "bitsandbytes as on a CPU with AVX512-BF16: layers it builds may pack, and `fused_cpu_gemm` stands in for a missing fused kernel."
+    """bitsandbytes as on a CPU with AVX512-BF16: layers it builds may pack, and `fused_cpu_gemm` stands in for a
+    missing fused kernel."""
     bf, bm = import_bnb("bitsandbytes.functional"), import_bnb("bitsandbytes.nn.modules")
     if _has_fused(): yield; return                                 # the real thing
     lib = torch.library.Library("bitsandbytes", "IMPL")            # the registration lives as long as `lib`
@@ -191,16 +204,21 @@ def packed_layers(model):
     return [n for n, m in linear4bit_layers(model) if getattr(m.weight.quant_state, "packing_format_for_cpu", False)]
 
 def cpu_packing(model, enabled):
-    "`model` with bitsandbytes' CPU kernel layout allowed where the kernel exists (inference), or forbidden and undone (training)."
+    """`model` with bitsandbytes' CPU kernel layout allowed where the kernel exists (inference), or forbidden and undone
+    (training)."""
     on, undone = bool(enabled) and _has_fused(), []
     for n, m in linear4bit_layers(model):
         m.support_avx512bf16_for_cpu = on                          # bitsandbytes' own switch, read at every forward
         if not on and getattr(m.weight.quant_state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse   # what Linear4bit.state_dict() calls
-            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data, m.weight.quant_state)
+            # what Linear4bit.state_dict() calls
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+            m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data,
+                                                                                         m.weight.quant_state)
             undone.append(n)
-    if undone: log.warning("%d 4-bit layers had been packed for bitsandbytes' CPU kernel by an eval-mode forward; unpacked them, but "
-                           "their block scales stay rounded to bfloat16: load the model again for its original weights", len(undone))
+    if undone: log.warning("%d 4-bit layers had been packed for bitsandbytes' CPU kernel by an "
+                           "eval-mode forward; unpacked them, but "
+                           "their block scales stay rounded to bfloat16: load the model again for its original weights",
+                           len(undone))
     return model
 
 # %% ../nbs/03_quantization.ipynb #67ab3b53
@@ -209,18 +227,24 @@ def bnb_config(q, device):
     from transformers import BitsAndBytesConfig
     if not (q.load_in_4bit or q.load_in_8bit): return None
     compute, _ = pick_dtype(q.bnb_4bit_compute_dtype, device)
-    storage = getattr(torch, q.bnb_4bit_quant_storage)                          # every allowed value names a torch dtype
-    return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit, bnb_4bit_quant_type=q.bnb_4bit_quant_type,
+    # every allowed value names a torch dtype
+    storage = getattr(torch, q.bnb_4bit_quant_storage)
+    return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit,
+                              bnb_4bit_quant_type=q.bnb_4bit_quant_type,
                               bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=compute,
                               bnb_4bit_quant_storage=storage, llm_int8_skip_modules=q.llm_int8_skip_modules)
 
 def placement(hw, device, n_gpus=None, local_rank=None, device_map="auto"):
-    "`device_map`, `max_memory` and offload arguments for `from_pretrained` from a config's `hardware` section and `model.device_map`."
+    """`device_map`, `max_memory` and offload arguments for `from_pretrained` from a config's `hardware` section and
+    `model.device_map`."""
     if device != "cuda": return {"device_map": device}
-    if local_rank is None and int(os.environ.get("WORLD_SIZE", 1)) > 1: local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if local_rank is not None: return {"device_map": {"": local_rank}}       # data parallel: a whole copy per GPU, no offload
+    if local_rank is None and int(os.environ.get("WORLD_SIZE", 1)) > 1: local_rank = int(os.environ.get("LOCAL_RANK",
+                                                                                                        0))
+    # data parallel: a whole copy per GPU, no offload
+    if local_rank is not None: return {"device_map": {"": local_rank}}
     n_gpus = torch.cuda.device_count() if n_gpus is None else n_gpus
-    kw = {"device_map": device_map}                                            # auto, balanced, balanced_low_0, sequential or cuda:N
+    # auto, balanced, balanced_low_0, sequential or cuda:N
+    kw = {"device_map": device_map}
     if hw.max_gpu_memory_mb is not None and not device_map.startswith("cuda:"):  # limits are for spreading over devices
         mem = {i: f"{hw.max_gpu_memory_mb}MiB" for i in range(n_gpus)}
         if hw.cpu_offload: mem["cpu"] = f"{hw.max_cpu_memory_mb}MiB" if hw.max_cpu_memory_mb else f"{_ram_mib()}MiB"
@@ -233,7 +257,8 @@ def _ram_mib():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB
 
 def load_quantized(cfg, cache=None, device=None):
-    "The base model of `cfg` loaded with its quantization and hardware settings on `device` (default: as `hardware.device` picks), in the layout training needs."
+    """The base model of `cfg` loaded with its quantization and hardware settings on `device` (default: as
+    `hardware.device` picks), in the layout training needs."""
     from transformers import AutoModelForCausalLM
     device = device or pick_device(cfg.hardware.device)
     dtype, _ = pick_dtype(cfg.model.dtype, device)
@@ -241,8 +266,15 @@ def load_quantized(cfg, cache=None, device=None):
     kw = placement(cfg.hardware, device, device_map=cfg.model.device_map)
     if qc is not None and cfg.hardware.cpu_offload and device == "cuda": qc.llm_int8_enable_fp32_cpu_offload = True
     try:
-        with kernels_line_explained(): model = AutoModelForCausalLM.from_pretrained(model_path(cfg.model.name, cache), quantization_config=qc, dtype=dtype,
-                                                    revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
-                                                    attn_implementation=cfg.model.attn_implementation, **kw)
+        with kernels_line_explained():
+            model = AutoModelForCausalLM.from_pretrained(
+                model_path(cfg.model.name, cache),
+                quantization_config=qc,
+                dtype=dtype,
+                revision=cfg.model.revision,
+                trust_remote_code=cfg.model.trust_remote_code,
+                attn_implementation=cfg.model.attn_implementation,
+                **kw,
+            )
     except OSError as e: raise hub_hint(cfg.model.name, e) from e
     return cpu_packing(model, False)                   # never the fused-kernel layout unless inference asks (see above)

@@ -21,13 +21,18 @@ log = logging.getLogger("wronai.runs")
 
 # %% ../nbs/06b_runs.ipynb #684009bf
 def checkpoint_ok(path):
-    "True when checkpoint folder `path` was written to the end: its trainer state (written last) parses and names its step."
+    """True when checkpoint folder `path` was written to the end: its trainer state (written last) parses and names its
+    step."""
     try: state = json.loads((Path(path)/"trainer_state.json").read_text())
     except (OSError, ValueError): return False
-    return state.get("global_step") == int(Path(path).name.split("-")[-1]) and (Path(path)/"adapter_model.safetensors").exists()
+    return (
+        state.get("global_step") == int(Path(path).name.split("-")[-1])
+        and (Path(path) / "adapter_model.safetensors").exists()
+    )
 
 def latest_checkpoint(output_dir):
-    "The newest complete `checkpoint-N` in `output_dir`, or None; incomplete ones are renamed `*.incomplete` (kept, never resumed from)."
+    """The newest complete `checkpoint-N` in `output_dir`, or None; incomplete ones are renamed `*.incomplete` (kept,
+    never resumed from)."""
     ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
                    key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for p in ckpts:
@@ -43,11 +48,16 @@ class NonFiniteLoss(RuntimeError):
     "The training loss became NaN or infinite."
 
 class WronaiTrainer(Trainer):
-    "The transformers Trainer: never on bitsandbytes' CPU inference layout, logits only where the loss is, stopping at the first non-finite loss, logging the loss of each kind of example, saving adapters without whole embedding matrices."
+    """The transformers Trainer: never on bitsandbytes' CPU inference layout, logits only where the loss is, stopping at
+    the first non-finite loss, logging the loss of each kind of example, saving adapters without whole embedding
+    matrices."""
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if packed := packed_layers(model):                                   # no backward through that layout (03_quantization)
-            raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in bitsandbytes' CPU inference layout, which "
-                               "passes no gradient to their inputs; load the model again, and call wronai.quant.cpu_packing(model, False) "
+        # no backward through that layout (03_quantization)
+        if packed := packed_layers(model):
+            raise RuntimeError(f"{len(packed)} 4-bit layers (the first: {packed[0]}) are in "
+                               "bitsandbytes' CPU inference layout, which "
+                               "passes no gradient to their inputs; load the model again, and call "
+                               "wronai.quant.cpu_packing(model, False) "
                                "before anything runs in eval mode")
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
@@ -57,14 +67,17 @@ class WronaiTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._kind_sums = {}                                                 # kind -> [summed token loss, tokens] since the last log
+        # kind -> [summed token loss, tokens] since the last log
+        self._kind_sums = {}
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if "kind" not in self._signature_columns: self._signature_columns.append("kind")   # the Trainer drops what forward() does not take
+        # the Trainer drops what forward() does not take
+        if "kind" not in self._signature_columns: self._signature_columns.append("kind")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        kinds = inputs.pop("kind", None)                                     # what each example is (05c_data): a task family, or text
+        # what each example is (05c_data): a task family, or text
+        kinds = inputs.pop("kind", None)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         if return_outputs or "labels" not in inputs or head is None:
             loss, out = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
@@ -75,15 +88,19 @@ class WronaiTrainer(Trainer):
         return (loss, out) if return_outputs else loss
 
     def _scored_loss(self, model, head, inputs, num_items_in_batch):
-        "The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states (a hook gathers them)."
+        """The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states
+        (a hook gathers them)."""
         labels = inputs["labels"]
-        scored = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))        # (B, T): position t predicts a scored token t + 1
-        hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])   # (B, T, H) -> (1, N, H)
+        # (B, T): position t predicts a scored token t + 1
+        scored = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))
+        # (B, T, H) -> (1, N, H)
+        hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])
         try: out = model(**{k: v for k, v in inputs.items() if k != "labels"})
         finally: hook.remove()
         logits, targets = out.logits[0], labels[:, 1:][scored[:, :-1]]        # (N, V), (N,)
         nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:  # as the model's own loss: over the whole accumulated batch
+        # as the model's own loss: over the whole accumulated batch
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             loss = nll / num_items_in_batch
             if self.args.average_tokens_across_devices: loss = loss * self.accelerator.num_processes
         else: loss = nll / targets.numel()
@@ -91,16 +108,19 @@ class WronaiTrainer(Trainer):
 
     @torch.no_grad()
     def _count_kinds(self, logits, targets, kinds, rows=None):
-        "Add each example's summed token loss and token count to its kind's running total; `rows`: the example of each scored token, when the logits are of those alone."
+        """Add each example's summed token loss and token count to its kind's running total; `rows`: the example of each
+        scored token, when the logits are of those alone."""
         for row, kind in enumerate(kinds):
-            if rows is None: lg, tg = logits[row], targets[row]; keep = tg != IGNORE   # (T-1, V), (T-1,): one row at a time, no copy of the batch's logits
+            # (T-1, V), (T-1,): one row at a time, no copy of the batch's logits
+            if rows is None: lg, tg = logits[row], targets[row]; keep = tg != IGNORE
             else: keep = rows == row; lg, tg = logits, targets
             if not keep.any(): continue
             nll = torch.nn.functional.cross_entropy(lg[keep].float(), tg[keep], reduction="sum").item()
             s = self._kind_sums.setdefault(kind, [0.0, 0]); s[0] += nll; s[1] += int(keep.sum())
 
     def log(self, logs, *args, **kw):
-        "Beside each logged training loss: `loss_<kind>`, the per-token loss of each kind of example since the last log."
+        """Beside each logged training loss: `loss_<kind>`, the per-token loss of each kind of example since the last
+        log."""
         if "loss" in logs and self._kind_sums:
             logs.update({f"loss_{k}": round(nll / n, 4) for k, (nll, n) in sorted(self._kind_sums.items())})
             self._kind_sums = {}
@@ -116,9 +136,11 @@ class WronaiTrainer(Trainer):
         # the new tokens' rows already travel in the adapter as trainable-token deltas
         model.save_pretrained(output_dir, is_main_process=self.args.should_save, save_embedding_layers=False)
         if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
-        # the Trainer pickles its arguments into training_args.bin, a file that runs code when loaded and that no resume reads;
+        # the Trainer pickles its arguments into training_args.bin, a file that runs code when loaded and that
+        # no resume reads;
         # folders people share hold none: the arguments are kept as JSON
-        with open(os.path.join(output_dir, "training_args.json"), "w", encoding="utf-8") as f: f.write(self.args.to_json_string())
+        with open(os.path.join(output_dir, "training_args.json"), "w",
+                  encoding="utf-8") as f: f.write(self.args.to_json_string())
 
 # %% ../nbs/06b_runs.ipynb #2e399522
 class StopOnInterrupt(TrainerCallback):
@@ -129,17 +151,20 @@ class StopOnInterrupt(TrainerCallback):
     def _handle(self, signum, frame):
         self.interrupted = True
         signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)", file=sys.stderr, flush=True)
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to stop at once)",
+              file=sys.stderr, flush=True)
     def on_step_end(self, args, state, control, **kw):
         if self.interrupted: control.should_save = control.should_training_stop = True
     def on_train_end(self, args, state, control, **kw): self.restore()
     def restore(self):
-        "Put back the Ctrl-C handler there was before training; also call it where training raised (the Trainer then skips `on_train_end`)."
+        """Put back the Ctrl-C handler there was before training; also call it where training raised (the Trainer then
+        skips `on_train_end`)."""
         if self._old is not None: signal.signal(signal.SIGINT, self._old); self._old = None
 
 # %% ../nbs/06b_runs.ipynb #5eaea033
 def anon_mb():
-    "Anonymous resident memory of this process in MiB: tensors and the heap, not the files it maps (Linux; None elsewhere)."
+    """Anonymous resident memory of this process in MiB: tensors and the heap, not the files it maps (Linux; None
+    elsewhere)."""
     try:
         for line in open("/proc/self/status"):
             if line.startswith("RssAnon:"): return int(line.split()[1]) / 1024
@@ -155,7 +180,8 @@ def _max_rss_mb():
 
 class PeakMemory:
     """Peak memory of a block in MiB, the one meaning of "peak memory" in wronai: allocated memory on CUDA; on a CPU the
-    highest anonymous resident memory, read every millisecond (without /proc: the process's peak resident set so far)."""
+    highest anonymous resident memory, read every millisecond (without /proc: the process's peak resident set so
+    far)."""
     def __init__(self, device): self.device, self.peak, self._stop, self._t = device, None, threading.Event(), None
     def _run(self):
         while not self._stop.wait(0.001): self.peak = max(self.peak, anon_mb())
@@ -172,7 +198,8 @@ class PeakMemory:
 class Throughput(TrainerCallback):
     "Time spent in optimizer steps (data loading, evaluation and saving excluded) and the real tokens they processed."
     def __init__(self): self.seconds, self.tokens, self.steps, self._t = 0.0, 0, 0, None
-    def on_train_begin(self, args, state, control, **kw): self._tokens0, self._steps0 = state.num_input_tokens_seen, state.global_step
+    def on_train_begin(self, args, state, control,
+                       **kw): self._tokens0, self._steps0 = state.num_input_tokens_seen, state.global_step
     def on_step_begin(self, args, state, control, **kw): self._t = time.perf_counter()
     def on_step_end(self, args, state, control, **kw):
         self.seconds += time.perf_counter() - self._t
@@ -197,7 +224,8 @@ def kind_losses(history):
     return out
 
 def plot_history(history, title=None):
-    "Training and validation loss, the learning rate and, when logged, the loss of each kind of example, against the step, from a Trainer `log_history`."
+    """Training and validation loss, the learning rate and, when logged, the loss of each kind of example, against the
+    step, from a Trainer `log_history`."""
     import matplotlib.pyplot as plt
     tr = [(h["step"], h["loss"]) for h in history if "loss" in h]
     ev = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]

@@ -21,30 +21,36 @@ log = logging.getLogger("wronai.serve")
 # %% ../nbs/08b_serve.ipynb #f1641be4
 class APIError(Exception):
     "A request that cannot be served: an HTTP status and an OpenAI-style error body naming the parameter."
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error", 500: "server_error"}
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+             500: "server_error"}
     def __init__(self, status, message, param=None, code=None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
     def body(self):
-        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "invalid_request_error"), "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "invalid_request_error"),
+                          "param": self.param, "code": self.code}}
 
 # %% ../nbs/08b_serve.ipynb #093cf908
 ROLES = ("system", "developer", "user", "assistant")
 MAX_TOKENS = 4096  # the most new tokens one request may ask for
 
 def _number(body, key, lo, hi, default, integer=False, lo_open=False):
-    "`body[key]` checked to be a number (an integer when `integer`) in [lo, hi] (`lo` excluded when `lo_open`), else `default` when absent."
+    """`body[key]` checked to be a number (an integer when `integer`) in [lo, hi] (`lo` excluded when `lo_open`), else
+    `default` when absent."""
     v = body.get(key)
     if v is None: return default
     kind = "an integer" if integer else "a number"
-    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)): raise APIError(400, f"{key} must be {kind}, got {json.dumps(v)}", key)
-    if not (lo < v if lo_open else lo <= v) or v > hi: raise APIError(400, f"{key} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}", key)
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        raise APIError(400, f"{key} must be {kind}, got {json.dumps(v)}", key)
+    if not (lo < v if lo_open else lo <= v) or v > hi:
+        raise APIError(400, f"{key} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}", key)
     return v
 
 def _text(content, param):
     "A message's content: a string, or OpenAI's list of text parts joined."
     if isinstance(content, str): return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
         return "".join(p["text"] for p in content)
     raise APIError(400, f"{param} must be a string or a list of text parts, got {json.dumps(content)[:80]}", param)
 
@@ -55,26 +61,40 @@ class Job:
 
 def parse_request(body, model_id, tok, prompt_format="polish_tags", chat=True):
     "A `Job` from the JSON body of a chat (`chat`) or text completion request, or an `APIError` naming what is wrong."
-    if not isinstance(body, dict): raise APIError(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    if not isinstance(body, dict): raise APIError(400,
+                                                  f"the request body must be a JSON object, got {type(body).__name__}")
     if "model" not in body: raise APIError(400, "model is required (GET /v1/models lists it)", "model")
-    if body["model"] != model_id: raise APIError(404, f"the model {body['model']!r} does not exist; this server serves {model_id!r}", "model", "model_not_found")
-    if body.get("n", 1) != 1: raise APIError(400, f"n must be 1 (this server returns one choice), got {json.dumps(body['n'])}", "n")
+    if body["model"] != model_id: raise APIError(404,
+                                                 f"the model {body['model']!r} does not exist; this server serves "
+                                                 f"{model_id!r}", "model", "model_not_found")
+    if body.get("n", 1) != 1: raise APIError(400,
+                                             "n must be 1 (this server returns one choice), got "
+                                             f"{json.dumps(body['n'])}", "n")
     for key, off in [("logprobs", (None, False)), ("tools", (None, [])), ("echo", (None, False))]:
         if body.get(key) not in off: raise APIError(400, f"{key} is not supported by this server", key)
     for key in ("presence_penalty", "frequency_penalty"):
-        if _number(body, key, -2, 2, 0) != 0: raise APIError(400, f"{key} is not supported by this server (use repetition_penalty)", key)
+        if _number(body, key, -2, 2, 0) != 0:
+            raise APIError(400, f"{key} is not supported by this server (use repetition_penalty)", key)
     if chat:
         msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs: raise APIError(400, "messages must be a non-empty list of {role, content} objects", "messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise APIError(400, "messages must be a non-empty list of {role, content} objects", "messages")
         turns = []
         for i, m in enumerate(msgs):
-            if not isinstance(m, dict): raise APIError(400, f"messages[{i}] must be an object with role and content", f"messages[{i}]")
-            if m.get("role") not in ROLES: raise APIError(400, f"messages[{i}].role must be one of {', '.join(ROLES)}, got {json.dumps(m.get('role'))}", f"messages[{i}].role")
+            if not isinstance(m, dict): raise APIError(400, f"messages[{i}] must be an object with role and content",
+                                                       f"messages[{i}]")
+            if m.get("role") not in ROLES: raise APIError(400,
+                                                          f"messages[{i}].role must be one of {', '.join(ROLES)}, got "
+                                                          f"{json.dumps(m.get('role'))}", f"messages[{i}].role")
             turns.append((m["role"], _text(m.get("content"), f"messages[{i}].content")))
-        if turns[-1][0] != "user": raise APIError(400, "the last message must be the user's", f"messages[{len(turns) - 1}].role")
-        if not turns[-1][1].strip(): raise APIError(400, "the last user message is empty", f"messages[{len(turns) - 1}].content")
+        if turns[-1][0] != "user": raise APIError(400, "the last message must be the user's",
+                                                  f"messages[{len(turns) - 1}].role")
+        if not turns[-1][1].strip(): raise APIError(400, "the last user message is empty",
+                                                    f"messages[{len(turns) - 1}].content")
         register = body.get("register", "formal")
-        if register not in REGISTERS: raise APIError(400, f"register must be one of {', '.join(REGISTERS)}, got {json.dumps(register)}", "register")
+        if register not in REGISTERS: raise APIError(400,
+                                                     f"register must be one of {', '.join(REGISTERS)}, got "
+                                                     f"{json.dumps(register)}", "register")
         said = [t for r, t in turns[:-1] if r in ("user", "assistant")]
         history = list(zip(said[0::2], said[1::2]))
         prompt = prompt_for(turns[-1][1], tok, prompt_format, register, history)
@@ -89,19 +109,23 @@ def parse_request(body, model_id, tok, prompt_format="polish_tags", chat=True):
         raise APIError(400, "stop must be a string or a list of at most 4 non-empty strings", "stop")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     s = Sampling(max_new_tokens=_number({"max_tokens": max_tokens}, "max_tokens", 1, MAX_TOKENS, 128, integer=True),
-                 temperature=_number(body, "temperature", 0, 2, 0.0), top_p=_number(body, "top_p", 0, 1, 1.0, lo_open=True),
+                 temperature=_number(body, "temperature", 0, 2, 0.0),
+                 top_p=_number(body, "top_p", 0, 1, 1.0, lo_open=True),
                  repetition_penalty=_number(body, "repetition_penalty", 0, 10, 1.0, lo_open=True),
                  seed=_number(body, "seed", 0, 2**63 - 1, None, integer=True))
     stream = body.get("stream", False)
-    if not isinstance(stream, bool): raise APIError(400, f"stream must be true or false, got {json.dumps(stream)}", "stream")
+    if not isinstance(stream, bool): raise APIError(400, f"stream must be true or false, got {json.dumps(stream)}",
+                                                    "stream")
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict): raise APIError(400, "stream_options must be an object", "stream_options")
-    min_tokens = _number(body, "min_tokens", 0, s.max_new_tokens, 0, integer=True)   # vLLM's field: no end of text before this many tokens
+    # vLLM's field: no end of text before this many tokens
+    min_tokens = _number(body, "min_tokens", 0, s.max_new_tokens, 0, integer=True)
     return Job(prompt, s, stop, stream, bool(opts.get("include_usage")), chat, min_tokens)
 
 # %% ../nbs/08b_serve.ipynb #3187bca4
 class StopCutter:
-    "Text as it is generated, cut at the first stop string; `feed` returns what may be sent now (never a part of a stop string that may still complete)."
+    """Text as it is generated, cut at the first stop string; `feed` returns what may be sent now (never a part of a
+    stop string that may still complete)."""
     def __init__(self, stop): self.stop, self.text, self.sent, self.hit = stop, "", 0, False
     def feed(self, piece, final=False):
         if self.hit: return ""
@@ -115,7 +139,8 @@ class StopCutter:
 
 # %% ../nbs/08b_serve.ipynb #4eabd8fa
 class _Trim:
-    "Pieces of a streamed answer with its leading and trailing whitespace held back, so that they join to exactly `answer`'s `.strip()`."
+    """Pieces of a streamed answer with its leading and trailing whitespace held back, so that they join to exactly
+    `answer`'s `.strip()`."""
     def __init__(self): self.pending, self.started = "", False
     def __call__(self, text):
         if not self.started: text = text.lstrip(); self.started = bool(text)
@@ -126,7 +151,8 @@ class _Trim:
 
 # %% ../nbs/08b_serve.ipynb #0a3103ba
 class _Pieces:
-    "A transformers streamer that hands decoded text to a callback (the TextStreamer's word-safe decoding, without printing)."
+    """A transformers streamer that hands decoded text to a callback (the TextStreamer's word-safe decoding, without
+    printing)."""
     def __new__(cls, tok, on_text):
         from transformers import TextStreamer
         class S(TextStreamer):
@@ -139,32 +165,40 @@ class _Cancel:
     def __new__(cls, event):
         from transformers import StoppingCriteria
         class C(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kw): return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+            def __call__(self, input_ids, scores, **kw): return torch.full((input_ids.shape[0],), event.is_set(),
+                                                                           dtype=torch.bool, device=input_ids.device)
         return C()
 
 class Engine:
     "Generation for a server: one request at a time, in arrival order, each in a worker thread; counts what it served."
     def __init__(self, model, tok, max_positions=None, train_len=None):
-        self.model, self.tok, self.train_len = model, tok, train_len                # train_len: data.max_seq_length, for a warning
+        # train_len: data.max_seq_length, for a warning
+        self.model, self.tok, self.train_len = model, tok, train_len
         self.max_positions = max_positions or getattr(model.config, "max_position_embeddings", None)
         self.stats, self._lock = {"served": 0, "cancelled": 0, "failed": 0}, None
 
     async def submit(self, job, cancel, on_text=None):
-        "Wait for the model, then start `job`; returns a future of its result (a dict, or the exception it raised). Setting `cancel` stops it."
+        """Wait for the model, then start `job`; returns a future of its result (a dict, or the exception it raised).
+        Setting `cancel` stops it."""
         ids = self.tok(job.prompt, return_tensors="pt")
         n = ids["input_ids"].shape[1]
         if self.max_positions and n + job.sampling.max_new_tokens > self.max_positions:
-            raise APIError(400, f"the prompt is {n} tokens and max_tokens is {job.sampling.max_new_tokens}; this model takes "
+            raise APIError(400,
+                           f"the prompt is {n} tokens and max_tokens is "
+                           f"{job.sampling.max_new_tokens}; this model takes "
                                 f"{self.max_positions} tokens in all", "messages" if job.chat else "prompt")
-        if self.train_len and n > self.train_len: log.warning("a prompt of %d tokens, longer than any training example (%d)", n, self.train_len)
+        if self.train_len and n > self.train_len:
+            log.warning("a prompt of %d tokens, longer than any training example (%d)", n, self.train_len)
         loop = asyncio.get_running_loop()
         if self._lock is None: self._lock = asyncio.Lock()                   # FIFO: waiters are served in arrival order
         await self._lock.acquire()
         fut = loop.create_future()
         def say(text): loop.call_soon_threadsafe(on_text, text)
-        def finish(r):                      # one callback, so the lock cannot stay held if the loop stops after the result is read
+        # one callback, so the lock cannot stay held if the loop stops after the result is read
+        def finish(r):
             self._lock.release()                                                  # the next request may start
-            if not fut.done(): fut.set_result(r)                                  # (done: its client went away and it was cancelled)
+            # (done: its client went away and it was cancelled)
+            if not fut.done(): fut.set_result(r)
         def run():
             try: r = self._generate(ids, n, job, cancel, say if on_text else None)
             except Exception as e:
@@ -190,7 +224,8 @@ class Engine:
         cut = StopCutter(job.stop)
         text = cut.feed(self.tok.decode(out, skip_special_tokens=True), final=True)
         reason = "stop" if ended or cut.hit or out.numel() < job.sampling.max_new_tokens else "length"
-        return {"text": text, "finish_reason": reason, "usage": {"prompt_tokens": n, "completion_tokens": out.numel(), "total_tokens": n + out.numel()}}
+        return {"text": text, "finish_reason": reason,
+                "usage": {"prompt_tokens": n, "completion_tokens": out.numel(), "total_tokens": n + out.numel()}}
 
 # %% ../nbs/08b_serve.ipynb #22032321
 def _now(): return int(time.time())
@@ -216,12 +251,15 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
             raise APIError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'" if given else
-                                "this server needs an API key: send the header 'Authorization: Bearer <key>'", None, "invalid_api_key")
+                                "this server needs an API key: send the header 'Authorization: Bearer <key>'", None,
+                           "invalid_api_key")
 
     async def _body(request):
         raw = await request.body()
-        try: return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise APIError(400, f"the request body is not valid JSON: {e}") from None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise APIError(400, f"the request body is not valid JSON: {e}") from None
 
     @app.get("/health")
     async def health(): return {"status": "ok", "model": model_id, **engine.stats}
@@ -240,12 +278,14 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
         if not job.stream:
             fut = await engine.submit(job, cancel)
             try: r = await fut
-            except asyncio.CancelledError: cancel.set(); raise                 # the client went away: stop generating for it
+            # the client went away: stop generating for it
+            except asyncio.CancelledError: cancel.set(); raise
             if isinstance(r, Exception): raise _failed(r)
             text = r["text"].strip() if chat else r["text"]
             choice = {"index": 0, "finish_reason": r["finish_reason"], "logprobs": None}
             choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
-            return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": [choice], "usage": r["usage"]}
+            return {"id": rid, "object": kind, "created": created, "model": model_id, "choices": [choice],
+                    "usage": r["usage"]}
         q, END = asyncio.Queue(), object()
         fut = await engine.submit(job, cancel, q.put_nowait)
         fut.add_done_callback(lambda f: q.put_nowait(END))
@@ -253,7 +293,8 @@ def build_app(engine, model_id, api_key=None, prompt_format="polish_tags"):
         def chunk(delta=None, finish=None, usage=None):
             c = {"index": 0, "finish_reason": finish, "logprobs": None}
             c.update({"delta": delta or {}} if chat else {"text": (delta or {}).get("content", "")})
-            d = {"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created, "model": model_id, "choices": [] if usage else [c]}
+            d = {"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": created, "model": model_id,
+                 "choices": [] if usage else [c]}
             if usage: d["usage"] = usage
             return f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
 
@@ -297,6 +338,7 @@ def serve(adapter_dir, host="127.0.0.1", port=8000, merged=False, api_key=None, 
     if host not in LOOPBACK and not api_key:
         log.warning("serving on %s without --api-key: anyone who can reach port %d can use the model", host, port)
     app = build_app(Engine(model, tok, train_len=cfg.data.max_seq_length), name, api_key, cfg.data.prompt_format)
-    print(f"serving {name!r} on http://{host}:{port}/v1 (OpenAI-compatible: /v1/chat/completions, /v1/completions, /v1/models; "
+    print(f"serving {name!r} on http://{host}:{port}/v1 (OpenAI-compatible: "
+          "/v1/chat/completions, /v1/completions, /v1/models; "
           f"/health){'; API key required' if api_key else ''}. Ctrl-C stops.", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -18,10 +18,12 @@ from .models import PACKAGED, cache_dir, hub_hint, model_path, packaged_ready, r
 MISTRAL_SHA256 = "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"  # Mistral-7B-v0.1 tokenizer.model
 
 def _check_vocab(tok, name, expected=None):
-    "Refuse a tokenizer whose vocabulary is implausibly small (the transformers 5 `vocab_file=` trap) or not `expected`."
+    """Refuse a tokenizer whose vocabulary is implausibly small (the transformers 5 `vocab_file=` trap) or not
+    `expected`."""
     n = len(tok)
     if n < 1000 or (expected and n != expected):
-        raise ValueError(f"tokenizer {name!r} has {n} tokens (expected {expected or 'thousands'}): it was built wrongly; "
+        raise ValueError(f"tokenizer {name!r} has {n} tokens (expected "
+                         f"{expected or 'thousands'}): it was built wrongly; "
                          "load a directory with from_pretrained, not LlamaTokenizer(vocab_file=...)")
     return tok
 
@@ -29,7 +31,8 @@ def mistral_tokenizer(cache=None):
     "The real Mistral-7B-v0.1 tokenizer (32000 tokens, from the `mistral-common` package), as a transformers tokenizer."
     from transformers import LlamaTokenizer
     spec = importlib.util.find_spec("mistral_common")
-    if spec is None: raise ModuleNotFoundError("packaged:mistral-7b-v0.1 needs mistral-common: pip install mistral-common")
+    if spec is None: raise ModuleNotFoundError("packaged:mistral-7b-v0.1 needs mistral-common: pip install "
+                                               "mistral-common")
     src = Path(spec.submodule_search_locations[0])/"data"/"tokenizer.model.v1"
     if hashlib.sha256(src.read_bytes()).hexdigest() != MISTRAL_SHA256:
         raise ValueError(f"{src} is not the Mistral-7B-v0.1 tokenizer.model (sha256 differs)")
@@ -44,9 +47,12 @@ def load_tokenizer(name, revision=None, trust_remote_code=False, cache=None, **k
     from transformers import AutoTokenizer
     if name == "packaged:mistral-7b-v0.1": return mistral_tokenizer(cache)
     if str(name).startswith("packaged:") and packaged_ready(key := resolve_model(name).ref, cache) is None:
-        g = PACKAGED[key].gguf_path()                                              # not converted yet: read the GGUF's tokenizer alone,
-        return _check_vocab(AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name, **kwargs), name)   # no model loads for it
-    path = name if Path(name).expanduser().is_dir() else model_path(name, cache)   # a tokenizer directory needs no config.json
+        # not converted yet: read the GGUF's tokenizer alone,
+        g = PACKAGED[key].gguf_path()
+        # no model loads for it
+        return _check_vocab(AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name, **kwargs), name)
+    # a tokenizer directory needs no config.json
+    path = name if Path(name).expanduser().is_dir() else model_path(name, cache)
     try: tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as e: raise hub_hint(name, e) from e
     return _check_vocab(tok, name)
@@ -74,7 +80,8 @@ def format_example(question, answer=None, register="formal"):
     "A Polish-tagged example; without `answer`, the prompt that generation continues."
     if register not in REGISTERS: raise ValueError(f"register must be one of {REGISTERS}, got {register!r}")
     if not str(question).strip(): raise ValueError("question must not be empty")
-    prompt = f"<polish><{register}><question> {question.strip()}</question><answer>"   # ends on a special token: a clean token boundary
+    # ends on a special token: a clean token boundary
+    prompt = f"<polish><{register}><question> {question.strip()}</question><answer>"
     return prompt if answer is None else f"{prompt} {answer.strip()}</answer></{register}></polish>"
 
 def parse_answer(text):
@@ -84,7 +91,8 @@ def parse_answer(text):
 
 # %% ../nbs/02_tokens.ipynb #f36b5e2d
 def resize_with_piece_mean(model, tok):
-    "Resize `model`'s embeddings to `len(tok)`; each new row starts at the mean of the rows of the pieces its text splits into."
+    """Resize `model`'s embeddings to `len(tok)`; each new row starts at the mean of the rows of the pieces its text
+    splits into."""
     import torch
     emb = model.get_input_embeddings()
     old = emb.weight.shape[0]

@@ -17,7 +17,8 @@ from .data import PackedCollator, load_data, pack, pad_collator, perplexity
 from .lora import add_lora, trainable_report
 from .models import PACKAGED, MiB, model_path, pick_device, pick_optim, pick_precision
 from .quant import cpu_flags, load_quantized
-from .runs import NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint, PeakMemory
+from .runs import (NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint,
+                         PeakMemory)
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import load_config, repo_path
 from .preflight import check
@@ -38,25 +39,32 @@ def _online(host="api.wandb.ai", timeout=3):
     except OSError: return False
 
 def reporters(mon, output_dir):
-    "`(report_to, env, notes)`: the Trainer's reporters for a config's `monitoring` section and the environment they read."
+    """`(report_to, env, notes)`: the Trainer's reporters for a config's `monitoring` section and the environment they
+    read."""
     report, env, notes = [], {}, []
     for r in mon.report_to:
         if r == "tensorboard":
             report.append(r); env["TENSORBOARD_LOGGING_DIR"] = mon.logging_dir or str(Path(output_dir)/"logs")
         elif r == "wandb":
             if importlib.util.find_spec("wandb") is None:
-                notes.append("monitoring.report_to has wandb, but wandb is not installed (pip install wandb); not reporting to W&B"); continue
+                notes.append(
+                    "monitoring.report_to has wandb, but wandb is not installed (pip "
+                    "install wandb); not reporting to W&B"
+                )
+                continue
             mode = mon.wandb_mode
             if mode == "auto":
                 mode = "online" if _wandb_key() and _online() else "offline"
-                if mode == "offline": notes.append(f"W&B: no API key or no network; logging offline to {Path(output_dir)/'wandb'} (upload later with `wandb sync`)")
+                if mode == "offline": notes.append("W&B: no API key or no network; logging offline to "
+                                                   f"{Path(output_dir)/'wandb'} (upload later with `wandb sync`)")
             env.update(WANDB_MODE=mode, WANDB_PROJECT=mon.project, WANDB_DIR=str(output_dir))
             report.append(r)
     return report or ["none"], env, notes
 
 # %% ../nbs/06_training.ipynb #355d8fc7
 def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
-    "`(TrainingArguments, env, notes)` for a `WronaiConfig` on `device`; the notes say where the recipe was adapted to the device."
+    """`(TrainingArguments, env, notes)` for a `WronaiConfig` on `device`; the notes say where the recipe was adapted to
+    the device."""
     t, device = cfg.training, device or pick_device(cfg.hardware.device)
     ckpt, _ = checkpointing(cfg, device)
     out = Path(output_dir or t.output_dir)
@@ -65,13 +73,17 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
     report, env, notes = reporters(cfg.monitoring, out)
     notes = [n for n in (n1, n2, *notes) if n]
     if device != "cuda" and (cfg.hardware.max_gpu_memory_mb or cfg.hardware.cpu_offload):
-        notes.append(f"hardware.max_gpu_memory_mb and cpu_offload split layers between GPU and CPU; nothing to split on {device}")
-    if t.group_by_length and cfg.data.packing: notes.append("training.group_by_length is off with data.packing (packs are already full)")
+        notes.append("hardware.max_gpu_memory_mb and cpu_offload split layers between GPU "
+                     f"and CPU; nothing to split on {device}")
+    if t.group_by_length and cfg.data.packing:
+        notes.append("training.group_by_length is off with data.packing (packs are already full)")
     args = TrainingArguments(
         output_dir=str(out), max_steps=max_steps or t.max_steps, num_train_epochs=t.num_train_epochs,
-        per_device_train_batch_size=t.per_device_train_batch_size, per_device_eval_batch_size=t.per_device_eval_batch_size,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,         # transformers 5: a float < 1 is a share of the steps
+        # transformers 5: a float < 1 is a share of the steps
+        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
         activation_checkpointing=ckpt, activation_checkpointing_kwargs={"use_reentrant": False},
         train_sampling_strategy="group_by_length" if t.group_by_length and not cfg.data.packing else "random",
@@ -88,19 +100,29 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
 @dataclass
 class Setup:
     "Everything training needs, built from a config."
-    model: object; tokenizer: object; train: list; eval: list; collator: object; new_token_ids: list; data_report: object
+    model: object
+    tokenizer: object
+    train: list
+    eval: list
+    collator: object
+    new_token_ids: list
+    data_report: object
 
 def setup(cfg, cache=None, trainable_rows=True, device=None):
-    "Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is False), tokenized data and a collator, on `device` (default: as `hardware.device` picks)."
+    """Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is
+    False), tokenized data and a collator, on `device` (default: as `hardware.device` picks)."""
     device = device or pick_device(cfg.hardware.device)                           # train() passes the one it picked
-    if cfg.training.gradient_checkpointing == "auto": cfg, _ = resolve_checkpointing(cfg, device)   # train() decided it already
+    # train() decided it already
+    if cfg.training.gradient_checkpointing == "auto": cfg, _ = resolve_checkpointing(cfg, device)
     tok = prepare_tokenizer(cfg, cache)
-    train, ev, report = load_data(cfg, tok, cache)                                # data first: a file with no usable rows fails before the model loads
+    # data first: a file with no usable rows fails before the model loads
+    train, ev, report = load_data(cfg, tok, cache)
     model = load_quantized(cfg, cache, device)
     new = resize_with_piece_mean(model, tok)
     model = add_lora(model, cfg, token_indices(model, new) if new and trainable_rows else None)
     if cfg.data.packing:
-        train, ev = ([[xs[i] for i in g] for g in pack([len(x["input_ids"]) for x in xs], cfg.data.max_seq_length)] for xs in (train, ev))
+        train, ev = ([[xs[i] for i in g] for g in pack([len(x["input_ids"]) for x in xs], cfg.data.max_seq_length)]
+                     for xs in (train, ev))
         collator = PackedCollator(tok.pad_token_id)
     else: collator = pad_collator(tok)
     return Setup(model, tok, train, ev, collator, new, report)
@@ -122,24 +144,33 @@ def _has_run(out):
     return out.is_dir() and (any(out.glob("checkpoint-*")) or (out/"adapter_config.json").exists())
 
 def lean_cpu_malloc(threshold=4 * MiB):
-    "glibc only: give allocations of `threshold` bytes and more their own mappings, returned to the system when freed; True when set."
-    # glibc's default raises this threshold up to 32 MiB as blocks are freed, then serves activations from its heap and keeps
-    # what they leave: a quick_test step with checkpointing held 5.5 GB resident for 1.5 GB of tensors, under 3 GB with 4 MiB,
+    """glibc only: give allocations of `threshold` bytes and more their own mappings, returned to the system when freed;
+    True when set."""
+    # glibc's default raises this threshold up to 32 MiB as blocks are freed, then serves activations from its
+    # heap and keeps
+    # what they leave: a quick_test step with checkpointing held 5.5 GB resident for 1.5 GB of tensors, under 3 GB
+    # with 4 MiB,
     # for about a tenth of the speed (06d_bench); lower thresholds cost speed in page faults (1 MiB: half the speed)
     if not sys.platform.startswith("linux"): return False
     try: libc = ctypes.CDLL("libc.so.6")
     except OSError: return False                                              # not glibc (musl)
     return bool(libc.mallopt(-3, int(threshold)))                              # M_MMAP_THRESHOLD
 
-def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None, lean_malloc=False, preflight=True):
-    "Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`. `lean_malloc`: `lean_cpu_malloc` on a CPU (process-wide: the CLI asks for it); `preflight`: check what `cfg` names first (False where the caller has, as the CLI's `load_checked` does)."
+def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None, lean_malloc=False,
+          preflight=True):
+    """Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`.
+    `lean_malloc`: `lean_cpu_malloc` on a CPU (process-wide: the CLI asks for it); `preflight`: check what `cfg`
+    names first (False where the caller has, as the CLI's `load_checked` does)."""
     started, out = time.time(), Path(output_dir or cfg.training.output_dir)
-    if preflight: check(cfg)                                                       # what it names exists here (00b_preflight), before anything loads
+    # what it names exists here (00b_preflight), before anything loads
+    if preflight: check(cfg)
     device = pick_device(cfg.hardware.device)
-    given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)                 # 'auto': the memory plan decides (06c_memory)
+    # 'auto': the memory plan decides (06c_memory)
+    given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)
     if lean_malloc and device == "cpu": lean_cpu_malloc()
     args, env, notes = training_arguments(cfg, out, max_steps, device)
-    say = log.info if args.should_log else lambda *a: None                        # one process speaks; no logger is changed
+    # one process speaks; no logger is changed
+    say = log.info if args.should_log else lambda *a: None
     if auto: say(auto)
     for n in notes: log.warning(n)
     ckpt = None
@@ -151,7 +182,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         raise FileExistsError(f"{out} already holds a run (checkpoints or an adapter); continue it with --resume, "
                               "or choose another --output-dir (training.output_dir)")
     with _environ(env):
-        set_seed(cfg.training.seed)                                                 # LoRA's initial A matrices come from the RNG
+        # LoRA's initial A matrices come from the RNG
+        set_seed(cfg.training.seed)
         with args.main_process_first(desc="tokenizer, model and data"): s = setup(cfg, cache, device=device)
         say("trainable parameters: %s", trainable_report(s.model))
         say("data: %d training and %d validation examples; %s", len(s.train), len(s.eval), s.data_report)
@@ -162,27 +194,33 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
             if args.should_save: out.mkdir(parents=True, exist_ok=True); before_file.write_text(json.dumps(before))
         say("validation perplexity before training: %.2f", before["perplexity"])
         tp, stop = Throughput(), StopOnInterrupt()
-        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, eval_dataset=s.eval, data_collator=s.collator,
+        trainer = WronaiTrainer(model=s.model, args=args, train_dataset=s.train, eval_dataset=s.eval,
+                                data_collator=s.collator,
                                 processing_class=s.tokenizer, callbacks=[tp, stop, *callbacks])
         try:
             with PeakMemory(device) as peak: trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         except NonFiniteLoss as e:
-            raise NonFiniteLoss(f"{e}. Last good checkpoint: {latest_checkpoint(out) or 'none yet'}. Lower training.learning_rate "
+            raise NonFiniteLoss(f"{e}. Last good checkpoint: {latest_checkpoint(out) or 'none yet'}. "
+                                "Lower training.learning_rate "
                                 "or check the data, then start again or continue with --resume.") from None
-        finally: stop.restore()                                                     # the Trainer skips on_train_end when training raises
+        # the Trainer skips on_train_end when training raises
+        finally: stop.restore()
         after = perplexity(s.model, s.eval, s.collator, cfg.training.per_device_eval_batch_size)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     res = {"output_dir": str(out), "base_model": cfg.model.name, "device": device, "world_size": args.world_size,
-           "steps": trainer.state.global_step, "interrupted": stop.interrupted, "notes": notes + ([auto] if auto else []),
+           "steps": trainer.state.global_step, "interrupted": stop.interrupted,
+           "notes": notes + ([auto] if auto else []),
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds, "wall_seconds": time.time() - started, "cpu_flags": cpu_flags(), "tokens": tp.tokens,
+           "eval_before": before, "eval_after": after, "train_seconds": tp.seconds,
+           "wall_seconds": time.time() - started, "cpu_flags": cpu_flags(), "tokens": tp.tokens,
            "tokens_per_second": tp.tokens_per_second, "peak_memory_mb": peak.peak,
            "adapter_sha256": adapter_checksum(s.model), "log_history": trainer.state.log_history}
     print(f"rank {args.process_index}/{args.world_size}: adapter sha256 {res['adapter_sha256']}", flush=True)
     if args.should_save:
         if not stop.interrupted:
             trainer.save_model(str(out))                                            # adapter + tokenizer
-            (out/"wronai.yaml").write_text(given.to_yaml())                        # as given: "auto" decides again where it runs next
+            # as given: "auto" decides again where it runs next
+            (out/"wronai.yaml").write_text(given.to_yaml())
             (out/"README.md").write_text(model_card(cfg, res))
         (out/"train_results.json").write_text(json.dumps(res, indent=1))
     return res
@@ -193,7 +231,8 @@ def model_card(cfg, res):
     l, t, q, d = cfg.lora, cfg.training, cfg.quantization, cfg.data
     b, a = res["eval_before"], res["eval_after"]
     base = cfg.model.name
-    src = f"`{base}` (the GGUF packaged in the PyPI wheel `{PACKAGED[base.split(':', 1)[1]].module}`)" if base.startswith("packaged:") else f"`{base}`"
+    src = (f"`{base}` (the GGUF packaged in the PyPI wheel "
+           f"`{PACKAGED[base.split(':', 1)[1]].module}`)") if base.startswith("packaged:") else f"`{base}`"
     return f"""---
 base_model: {base}
 library_name: peft
@@ -233,24 +272,31 @@ base = AutoModelForCausalLM.from_pretrained("{model_path(base) if base.startswit
 base.resize_token_embeddings(len(tok))
 model = PeftModel.from_pretrained(base, "{res['output_dir']}")
 ```
-"""
+"""  # noqa: E501 (Markdown: a table row or a paragraph is one line)
 
 def summary(res):
     "The few lines a person reads at the end of a run."
     b, a = res["eval_before"], res["eval_after"]
-    lines = [f"{'interrupted' if res['interrupted'] else 'finished'} after {res['steps']} steps on {res['device']} x {res['world_size']}",
+    lines = [f"{'interrupted' if res['interrupted'] else 'finished'} after "
+             f"{res['steps']} steps on {res['device']} x {res['world_size']}",
              f"training loss      {res['train_loss_first']:.3f} -> {res['train_loss_last']:.3f}",
-             f"validation ppl     {b['perplexity']:.2f} -> {a['perplexity']:.2f}  (loss per token {b['loss']:.3f} -> {a['loss']:.3f})",
-             f"throughput         {res['tokens_per_second']:.0f} tokens/s ({res['tokens']} tokens in {res['train_seconds']:.0f} s of steps)",
-             f"peak memory        {res['peak_memory_mb']:.0f} MiB ({'allocated on CUDA' if res['device'] == 'cuda' else 'anonymous resident'}, highest while training)",
-             f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)" if res["interrupted"] else "")]
+             f"validation ppl     {b['perplexity']:.2f} -> {a['perplexity']:.2f}  "
+             f"(loss per token {b['loss']:.3f} -> {a['loss']:.3f})",
+             f"throughput         {res['tokens_per_second']:.0f} tokens/s "
+             f"({res['tokens']} tokens in {res['train_seconds']:.0f} s of steps)",
+             f"peak memory        {res['peak_memory_mb']:.0f} MiB "
+             f"({'allocated on CUDA' if res['device'] == 'cuda' else 'anonymous resident'}, " "highest while training)",
+             f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)"
+                                                          if res["interrupted"] else "")]
     return "\n".join(lines)
 
 # %% ../nbs/06_training.ipynb #b48f2b3b
 def quick_run(output_dir=None):
-    "Folder of a finished quick_test run: `$WRONAI_QUICK_RUN` (the tests' shared run), else `output_dir` or runs/quick_test, trained there first when it holds none."
+    """Folder of a finished quick_test run: `$WRONAI_QUICK_RUN` (the tests' shared run), else `output_dir` or
+    runs/quick_test, trained there first when it holds none."""
     out = Path(os.environ.get("WRONAI_QUICK_RUN") or output_dir or repo_path("runs/quick_test"))
     if not ((out/"adapter_config.json").exists() and (out/"train_results.json").exists()):
-        log.warning("%s holds no finished quick_test run; training it (the README's main job: about 8 minutes on 2 CPU cores)", out)
+        log.warning("%s holds no finished quick_test run; training it (the README's main "
+                    "job: about 8 minutes on 2 CPU cores)", out)
         train(load_config(repo_path("configs/quick_test.yaml")), output_dir=out)
     return out

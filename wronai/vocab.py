@@ -17,7 +17,7 @@ Cześć! Słuchaj, idziemy jutro z Kasią na pierogi do tej małej knajpki przy 
 
 Język polski należy do grupy języków zachodniosłowiańskich. Ma siedem przypadków: mianownik, dopełniacz, celownik, biernik, narzędnik, miejscownik i wołacz. Rzeczowniki, przymiotniki i liczebniki odmieniają się przez przypadki i liczby, dlatego jedno słowo może mieć kilkanaście form. Na przykład słowo kot występuje jako kota, kotu, kotem, kocie, koty, kotów i kotami. Dla modelu językowego oznacza to, że ten sam wyraz pojawia się w tekście pod wieloma postaciami.
 
-Pięć kotów spało na parapecie, a dwa psy biegały po ogrodzie. W zeszłym roku przeczytałem dwadzieścia trzy książki, w tym roku planuję przeczytać więcej. Pociąg do Gdańska odjeżdża o godzinie siedemnastej czterdzieści z peronu trzeciego."""
+Pięć kotów spało na parapecie, a dwa psy biegały po ogrodzie. W zeszłym roku przeczytałem dwadzieścia trzy książki, w tym roku planuję przeczytać więcej. Pociąg do Gdańska odjeżdża o godzinie siedemnastej czterdzieści z peronu trzeciego."""  # noqa: E501 (Markdown: a table row or a paragraph is one line)
 
 def fertility(tok, text=POLISH_SAMPLE):
     "Tokens per word and characters per token of `text` under `tok` (no special tokens)."
@@ -37,11 +37,14 @@ def worst_split_words(tok, lang="pl", candidates=30_000):
     return sorted(scored, key=lambda s: (-s[0], s[1]))
 
 def extend_vocabulary(tok, words):
-    "A copy of BPE tokenizer `tok` in which each `(score, word, pieces)` of `words` becomes one token; returns it and the rows added."
+    """A copy of BPE tokenizer `tok` in which each `(score, word, pieces)` of `words` becomes one token; returns it and
+    the rows added."""
     from tokenizers import Tokenizer
     spec = json.loads(tok.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "BPE": raise ValueError(f"extend_vocabulary needs a BPE tokenizer, got {spec['model']['type']}")
-    if len(tok) != len(spec["model"]["vocab"]): raise ValueError("extend the base vocabulary before adding special tokens")
+    if spec["model"]["type"] != "BPE":
+        raise ValueError(f"extend_vocabulary needs a BPE tokenizer, got {spec['model']['type']}")
+    if len(tok) != len(spec["model"]["vocab"]):
+        raise ValueError("extend the base vocabulary before adding special tokens")
     vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
     for _, _, pieces in words:
         cur = pieces[0]
