@@ -71,7 +71,7 @@ def main(argv=None):
         out["bnb_fused_cpu_4bit"] = fused
         out["cpu_flags"] = cpu_flags()
     for r in runs: print(f"{r['model']:<20} batch {r['batch_size']:>2}: speed "
-                         f"x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of " "merged")
+                         f"x{r['speed_vs_merged']:.2f}, weights x{r['weights_vs_merged']:.2f} of merged")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")

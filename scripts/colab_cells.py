@@ -18,7 +18,8 @@ SETUP = """#| hide
 # On Google Colab: fetch the course, install it once, and work in its nbs/ folder. Anywhere else this cell does nothing.
 import importlib.util, os, shlex, subprocess, sys
 if importlib.util.find_spec("google.colab"):
-    _root, _repo = os.environ.get("WRONAI_COLAB_DIR", "/content/wronai"), os.environ.get("WRONAI_REPO", "{git_url}")
+    _root = os.environ.get("WRONAI_COLAB_DIR", "/content/wronai")
+    _repo = os.environ.get("WRONAI_REPO", "{git_url}")
     if not os.path.isdir(_root): subprocess.run(["git", "clone", _repo, _root], check=True)
     if not os.path.exists(f"{{_root}}/.colab-installed"):
         subprocess.run(shlex.split(os.environ.get("WRONAI_INSTALL", "make install")), cwd=_root, check=True)

@@ -36,7 +36,7 @@ def main(argv=None):
     want = ("exact_match", "chrf")
     sa, sb = (item_stats(rows, [x["answer"] for x in r["tuned"]["answers"]], want=want) for r in (a, b))
     diff, ci, n = scored(sa, paired=sb)
-    own = lambda r, f: (f"{r['tuned']['exact_match'][f]:6.1%} " f"[{r['tuned']['ci95']['exact_match'][f][0]:.1%}, "
+    own = lambda r, f: (f"{r['tuned']['exact_match'][f]:6.1%} [{r['tuned']['ci95']['exact_match'][f][0]:.1%}, "
                         f"{r['tuned']['ci95']['exact_match'][f][1]:.1%}]")
     print(f"{'exact match':<24} {'A':>22} {'B':>22}   B - A [paired 95%]   n")
     for f, d in diff["exact_match"].items():

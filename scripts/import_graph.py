@@ -15,11 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # infer/serve/export -> cli):
 # each module imports only modules listed before it
 LAYERS = [
-    ("config", "the YAML schema: types, ranges, keys that fit together; reads nothing but the file"),
+    ("schema", "checking a YAML mapping against dataclasses: key paths, did-you-mean, every problem at once"),
+    ("config", "the run's sections: types, defaults, ranges, keys that fit together; reads nothing but the file"),
     ("models", "where a model comes from; the device, dtype, optimizer and precision it gets"),
     ("tokens", "the tokenizer, the Polish tags and registers"),
     ("vocab", "a Polish vocabulary's cost in tokens"),
     ("quant", "NF4 and bitsandbytes loading"),
+    ("lora_cpu", "dropout masks drawn cheaply on a CPU"),
     ("lora", "adapters on the 4-bit base"),
     ("prose", "Polish prose from packaged sources"),
     ("polish_instruct", "the built instruction dataset"),
@@ -30,9 +32,11 @@ LAYERS = [
     ("train", "the training run"),
     ("evaluate", "measures, intervals, floors; loading a tuned adapter"),
     ("infer", "chat, sampling, merging"),
+    ("engine", "one generation at a time for a server; stop strings and whitespace in a stream"),
     ("serve", "the OpenAI-compatible server"),
     ("export", "GGUF export"),
     ("bench", "wronai against TRL"),
+    ("exits", "how a command ends: exit codes, one-line errors, --debug"),
     ("cli", "the `wronai` command"),
 ]
 

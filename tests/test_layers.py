@@ -26,7 +26,7 @@ def test_the_checks_are_able_to_fail(tmp_path):
 def test_serving_never_loads_the_trainer():
     code = ("import sys, wronai.serve, wronai.infer, wronai.evaluate, wronai.export; "
             "print(' '.join(m for m in ('wronai.train', 'wronai.runs', "
-            "'wronai.memory', 'wronai.bench', 'transformers.trainer', 'trl') if m " "in sys.modules))")
+            "'wronai.memory', 'wronai.bench', 'transformers.trainer', 'trl') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == []

@@ -146,7 +146,7 @@ def test_the_output_cleaner_can_find_what_it_removes():
     from execute_nbs import clean_text
     import tempfile, sysconfig
     dirty = (f"\x1b[2K{tempfile.gettempdir()}/tmpab12/x.yaml "
-             f"{sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs " f"{Path.home()}/y")
+             f"{sysconfig.get_paths()['purelib']}/peft/x.py {ROOT}/runs {Path.home()}/y")
     assert "".join(clean_text(dirty)) == "<tmp>/x.yaml <site-packages>/peft/x.py <repo>/runs ~/y"
 
 # What a reader of the saved notebooks on GitHub must not see, and why each is there to catch.

@@ -121,7 +121,7 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     from transformers import set_seed
     from wronai.models import pick_device
     from wronai.runs import PeakMemory, WronaiTrainer, anon_mb
-    from wronai.lora import cpu_dropout
+    from wronai.lora_cpu import cpu_dropout
     from wronai.train import lean_cpu_malloc, setup, training_arguments
     import trl                                                                  # noqa: F401 (both processes start from the same imports)
     device = pick_device(cfg.hardware.device)
@@ -222,6 +222,6 @@ def table(res):
             ("loss, mean of the last 5 steps", f"{w['final_loss']:.3f}", f"{t['final_loss']:.3f}"),
             ("model-FLOPs utilisation", f"{w['mfu']:.1%}", f"{t['mfu']:.1%}")]
     return (f"| {res['steps']} steps of {Path(res['config']).name} on "
-            f"{res['device']} | wronai | TRL {res['versions']['trl']} SFTTrainer " "|\n|---|---|---|\n"
+            f"{res['device']} | wronai | TRL {res['versions']['trl']} SFTTrainer |\n|---|---|---|\n"
             + "\n".join(f"| {a} | {b} | {c} |" for a, b,
                         c in rows) + f"\n| **speedup** (real tokens/s) | **{res['speedup']:.2f}x** | 1x |")

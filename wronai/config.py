@@ -4,118 +4,25 @@
 
 # %% auto #0
 __all__ = ['DTYPES', 'POLISH_TOKENS', 'PROMPT_TAGS', 'MISTRAL_TARGETS', 'OPTIMIZERS', 'SCHEDULERS', 'REPORTERS', 'METRICS',
-           'ConfigError', 'ModelArgs', 'TokenizerArgs', 'QuantizationArgs', 'LoraArgs', 'DataArgs', 'TrainingArgs',
-           'HardwareArgs', 'MonitoringArgs', 'EvaluationArgs', 'WronaiConfig', 'apply_overrides', 'load_config',
-           'repo_root', 'repo_path']
+           'ModelArgs', 'TokenizerArgs', 'QuantizationArgs', 'LoraArgs', 'DataArgs', 'TrainingArgs', 'HardwareArgs',
+           'MonitoringArgs', 'EvaluationArgs', 'WronaiConfig', 'apply_overrides', 'load_config', 'repo_root',
+           'repo_path']
 
 # %% ../nbs/00_config.ipynb #ad1a434a
-import copy, dataclasses, difflib, importlib.util, math, os, types, warnings
-from dataclasses import dataclass, field, fields, is_dataclass
+import copy, dataclasses, importlib.util, os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import ClassVar, Literal
 
 import yaml
 
-# %% ../nbs/00_config.ipynb #d482e1a1
-class ConfigError(ValueError):
-    "A config that cannot be used; `errors` holds `(key path, message)` for each problem found."
-    def __init__(self, errors, source=None):
-        self.errors, self.source = list(errors), source
-        where = f" in {source}" if source else ""
-        lines = [f"{len(self.errors)} problem(s){where}:"] + [f"  {k}: {m}" for k, m in self.errors]
-        super().__init__("\n".join(lines))
-
-# %% ../nbs/00_config.ipynb #fd8ff3cb
-def _did_you_mean(word, options):
-    "' (did you mean X?)' when `word` looks like a misspelling of one of `options`."
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-# %% ../nbs/00_config.ipynb #e5fb91ca
-def _tname(tp):
-    "Readable name of a type annotation, for error messages."
-    if tp is type(None): return "null"
-    o, a = get_origin(tp), get_args(tp)
-    if o is Literal: return "one of " + ", ".join(repr(x) for x in a)
-    if o in (Union, types.UnionType): return " or ".join(_tname(x) for x in a)
-    if o is list: return f"a list of {_tname(a[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-_BAD = object()  # marks a value that failed its check; the field then keeps its default
-
-def _coerce(value, tp, path, errors):
-    "`value` checked (and safely converted) against annotation `tp`; on failure an error is added and `_BAD` returned."
-    o, a = get_origin(tp), get_args(tp)
-    def bad(msg=None):
-        errors.append((path, msg or f"expected {_tname(tp)}, got {type(value).__name__} {value!r}"))
-        return _BAD
-    if tp is Any: return value
-    if o in (Union, types.UnionType):
-        if value is None: return None if type(None) in a else bad()
-        for t in a:                                   # first alternative that accepts the value wins
-            if t is type(None): continue
-            r = _coerce(value, t, path, trial := [])
-            if not trial: return r
-        return bad()
-    if o is Literal:
-        if value in a and type(value) is type(a[a.index(value)]): return value
-        return bad(f"must be {_tname(tp)}; got {value!r}{_did_you_mean(value, a)}")
-    if o is list:
-        if not isinstance(value, (list, tuple)): return bad()
-        items = [_coerce(v, a[0], f"{path}[{i}]", errors) for i, v in enumerate(value)]
-        return _BAD if any(v is _BAD for v in items) else items
-    if tp is bool: return value if isinstance(value, bool) else bad()
-    if tp is int: return value if isinstance(value, int) and not isinstance(value, bool) else bad()
-    if tp is float:
-        v = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool): v = float(value)
-        elif isinstance(value, str):
-            try: v = float(value)                     # YAML 1.1 reads 2e-4 as a string
-            except ValueError: pass
-        if v is None: return bad()
-        return v if math.isfinite(v) else bad(f"must be a finite number, got {value!r}")   # .nan, .inf, 'nan', 1e999
-    if tp is str: return value if isinstance(value, str) else bad()
-    if is_dataclass(tp): return _build(tp, value, path, errors)
-    raise TypeError(f"config field {path} has an unsupported annotation {tp!r}")
-
-# %% ../nbs/00_config.ipynb #c64b41d1
-class _Section:
-    """Base of config sections: range checks in `_problems`, renamed keys in `_aliases`, retired keys (ignored with a
-    warning) in `_retired`."""
-    _aliases: ClassVar[dict] = {}
-    # key -> why it is gone; configs and saved runs that have it still load
-    _retired: ClassVar[dict] = {}
-    # (key, message) pairs for values that are typed right but unusable
-    def _problems(self): return []
-
-def _build(cls, data, path, errors):
-    "An instance of dataclass `cls` from the mapping `data`, with every problem added to `errors`."
-    if data is None: data = {}
-    if not isinstance(data, dict):
-        errors.append((path or "<top level>", f"expected a mapping of keys, got {type(data).__name__} {data!r}"))
-        return cls()
-    names = [f.name for f in fields(cls)]
-    kw, spelled = {}, {}                              # field -> value, field -> key as written
-    for key, value in data.items():
-        name = cls._aliases.get(key, key)
-        p = f"{path}.{key}" if path else str(key)
-        if key in cls._retired:
-            warnings.warn(f"{p} is ignored: {cls._retired[key]}; remove it from the config", stacklevel=2)
-        elif name not in names:
-            errors.append((p, f"unknown key{_did_you_mean(key, names)}; allowed keys: {', '.join(names)}"))
-        elif name in kw:
-            errors.append((p, f"given twice: as {spelled[name]!r} and as {key!r}"))
-        else:
-            kw[name], spelled[name] = _coerce(value, cls.__dataclass_fields__[name].type, p, errors), key
-    obj = cls(**{k: v for k, v in kw.items() if v is not _BAD})
-    errors.extend((f"{path}.{k}" if path else k, m) for k, m in obj._problems())
-    return obj
+from .schema import ConfigError, Section, build_section
 
 # %% ../nbs/00_config.ipynb #389df147
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 @dataclass
-class ModelArgs(_Section):
+class ModelArgs(Section):
     "Which base model to fine-tune and how to load it."
     # hub id (Colab), a local directory, or `packaged:smollm2-135m` / `packaged:gemma3-270m`
     name: str = "mistralai/Mistral-7B-v0.1"
@@ -150,7 +57,7 @@ POLISH_TOKENS = ["<polish>", "</polish>", "<formal>", "</formal>", "<informal>",
 PROMPT_TAGS = 8
 
 @dataclass
-class TokenizerArgs(_Section):
+class TokenizerArgs(Section):
     "Tokenizer source and the Polish special tokens added to it."
     # None: the model's own tokenizer; or a hub id, a local directory, or `packaged:mistral-7b-v0.1`
     name: str | None = None
@@ -176,7 +83,7 @@ class TokenizerArgs(_Section):
 
 # %% ../nbs/00_config.ipynb #25303184
 @dataclass
-class QuantizationArgs(_Section):
+class QuantizationArgs(Section):
     "bitsandbytes quantization of the frozen base model."
     load_in_4bit: bool = True  # QLoRA: store the base weights in 4 bits
     load_in_8bit: bool = False  # LLM.int8 instead of 4 bits; exclusive with load_in_4bit
@@ -199,7 +106,7 @@ class QuantizationArgs(_Section):
 MISTRAL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 @dataclass
-class LoraArgs(_Section):
+class LoraArgs(Section):
     "LoRA adapters trained on top of the frozen base."
     r: int = 16  # rank of the update B @ A
     lora_alpha: float = 32  # scaling numerator: the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)
@@ -226,7 +133,7 @@ class LoraArgs(_Section):
 
 # %% ../nbs/00_config.ipynb #eec43abe
 @dataclass
-class DataArgs(_Section):
+class DataArgs(Section):
     "Where the instruction data comes from and how it becomes token sequences."
     # built offline by `wronai data build`; or a JSONL/JSON/CSV/Parquet file, a saved dataset dir, a hub name
     dataset_name: str = "polish-instruct"
@@ -257,7 +164,7 @@ class DataArgs(_Section):
         if self.max_seq_length < floor:
             p.append(("max_seq_length",
                       f"must be at least {floor}: the prompt format alone takes {floor - 4} tag tokens and BOS/EOS "
-                                        f"before any question or answer; got {self.max_seq_length}"))
+                      f"before any question or answer; got {self.max_seq_length}"))
         # whether it exists here: wronai.preflight (00b)
         if not self.dataset_name.strip(): p.append(("dataset_name", "must not be empty"))
         for k in ("max_examples", "max_eval_examples"):
@@ -285,7 +192,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "inverse_sqrt", "cosine_with_min_lr")
 
 @dataclass
-class TrainingArgs(_Section):
+class TrainingArgs(Section):
     "Optimisation, schedule, evaluation and checkpoints (the transformers Trainer's arguments)."
     output_dir: str = "runs/wronai-mistral-7b"  # checkpoints, final adapter, tokenizer and logs
     num_train_epochs: float = 3  # passes over the training data (ignored when max_steps > 0)
@@ -344,7 +251,7 @@ class TrainingArgs(_Section):
 
 # %% ../nbs/00_config.ipynb #058788e5
 @dataclass
-class HardwareArgs(_Section):
+class HardwareArgs(Section):
     "Device choice and memory limits."
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"  # auto: cuda, then mps, then cpu
     max_gpu_memory_mb: int | None = 7000  # per-GPU cap for the weights (7000 suits an 8 GB card); None: no cap
@@ -365,7 +272,7 @@ class HardwareArgs(_Section):
 REPORTERS = ("tensorboard", "wandb", "none")
 
 @dataclass
-class MonitoringArgs(_Section):
+class MonitoringArgs(Section):
     "Where metrics go while training."
     report_to: list[Literal[REPORTERS]] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb, or none
     project: str = "wronai"  # W&B project name
@@ -385,7 +292,7 @@ METRICS = ("loss", "perplexity", "exact_match", "chrf", "rouge_l", "bleu", "know
            "stopping", "prose_perplexity")
 
 @dataclass
-class EvaluationArgs(_Section):
+class EvaluationArgs(Section):
     "What the evaluation step measures."
     # what evaluate measures and reports; answers are generated only if a metric needs them
     metrics: list[Literal[METRICS]] = field(default_factory=lambda: list(METRICS))
@@ -418,7 +325,7 @@ class EvaluationArgs(_Section):
 
 # %% ../nbs/00_config.ipynb #1aa75009
 @dataclass
-class WronaiConfig(_Section):
+class WronaiConfig(Section):
     "A complete fine-tuning run; an empty YAML file gives the reference recipe."
     model: ModelArgs = field(default_factory=ModelArgs)  # base model
     tokenizer: TokenizerArgs = field(default_factory=TokenizerArgs)  # tokenizer and Polish tokens
@@ -436,7 +343,7 @@ class WronaiConfig(_Section):
         """A validated config from a (YAML-loaded) mapping; raises `ConfigError` listing every problem, those of
         `checks` (`cfg -> [(key path, message)]`) too."""
         errors = []
-        cfg = _build(cls, data, "", errors)
+        cfg = build_section(cls, data, "", errors)
         bad = {k for k, _ in errors}
         # a key already refused is not checked again
         for check in checks: errors += [(k, m) for k, m in check(cfg) if k not in bad]

@@ -387,7 +387,7 @@ def load_data(cfg, tok, cache=None):
                                    d.seed)
         report.text = (f"{len(pieces)} pieces of plain text "
                        f"({sum(len(e['input_ids']) for e in pieces):,} tokens) from "
-                       f"{d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training " "examples")
+                       f"{d.text_dataset}, {len(pieces) / len(out[0]):.0%} of the training examples")
     return out[0], out[1], report
 
 class KindCollator:

@@ -592,9 +592,9 @@ def report_table(report):
             lines.append(f"| {name} | " + " | ".join(_cell(fl[k], key, fmt)
                                                      for k in names) + f" | {_cell(report['tuned'], key, fmt)} |")
     if og := report.get("ogonki"):
-        lines.append("\ndiakrytyki, words restored: the input left as it is " f"{og['input_unchanged']:.1%}, `ogonki` "
+        lines.append(f"\ndiakrytyki, words restored: the input left as it is {og['input_unchanged']:.1%}, `ogonki` "
                      f"{og['diacritics_accuracy']:.1%}, "
-                         f"tuned {_cell(report['tuned'], 'diacritics_accuracy', '{:.1%}')} (n = {og['items']}).")
+                     f"tuned {_cell(report['tuned'], 'diacritics_accuracy', '{:.1%}')} (n = {og['items']}).")
     return "\n".join(lines)
 
 def plot_report(report):

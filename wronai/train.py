@@ -285,7 +285,7 @@ def summary(res):
              f"throughput         {res['tokens_per_second']:.0f} tokens/s "
              f"({res['tokens']} tokens in {res['train_seconds']:.0f} s of steps)",
              f"peak memory        {res['peak_memory_mb']:.0f} MiB "
-             f"({'allocated on CUDA' if res['device'] == 'cuda' else 'anonymous resident'}, " "highest while training)",
+             f"({'allocated on CUDA' if res['device'] == 'cuda' else 'anonymous resident'}, highest while training)",
              f"saved to           {res['output_dir']}" + (" (checkpoint only; continue with --resume)"
                                                           if res["interrupted"] else "")]
     return "\n".join(lines)
