@@ -2,10 +2,10 @@
 PY ?= python
 # test, benchmark and outputs use packaged models and built data only, so the Hugging Face libraries are told to stay
 # offline. train is left alone: `make train CONFIG=configs/default.yaml` downloads Mistral-7B from the hub.
-test test-slow benchmark benchmark-full bench profile outputs: export HF_HUB_OFFLINE ?= 1
-test test-slow benchmark benchmark-full bench profile outputs: export HF_DATASETS_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_HUB_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install lint test test-slow test-gpu train benchmark benchmark-full bench profile clean-nbs outputs
+.PHONY: install lint test test-slow test-gpu train benchmark benchmark-full bench profile experiments clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -37,6 +37,10 @@ train: install  ## the main job: `make train` (quick_test on the packaged model,
 bench: install  ## wronai's trainer against TRL's SFTTrainer on the quick_test work, 30 steps each (about 10 minutes on 2 cores), then the README's table
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" bench --config configs/quick_test.yaml --steps 30 --json benchmarks/bench_cpu.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
+
+EXPERIMENT_STEPS ?= 100
+experiments: install  ## the QLoRA question (06e): full fine-tune, LoRA and QLoRA at three learning rates each, then the QLoRA variants, EXPERIMENT_STEPS steps each, one JSON per run in benchmarks/experiments/ (a stopped grid resumes where it was); not part of make test
+	$(PY) -c "from wronai.experiments import grid; print(grid(steps=$(EXPERIMENT_STEPS)))"
 
 profile: install  ## where a wronai training step's time goes on this CPU, and the loss curves of torch's dropout against CpuDropout (about 10 minutes on 2 cores; 06d_bench shows the file)
 	$(PY) scripts/profile_cpu.py --json benchmarks/profile_cpu.json

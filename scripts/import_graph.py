@@ -30,6 +30,7 @@ LAYERS = [
     ("memory", "the memory plan; gradient checkpointing 'auto'"),
     ("runs", "the Trainer subclass and what a run records"),
     ("train", "the training run"),
+    ("experiments", "the QLoRA question: runs that differ in one thing each, learning rates chosen on validation"),
     ("evaluate", "measures, intervals, floors; loading a tuned adapter"),
     ("infer", "chat, sampling, merging"),
     ("engine", "one generation at a time for a server; stop strings and whitespace in a stream"),

@@ -7,7 +7,8 @@ __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'N_BOOT', 'ROWS', 'LOWER_IS_BE
            'load_tuned', 'benchmark_rows', 'text_perplexity', 'stop_ids', 'generate_answers', 'normalize_answer',
            'exact_match', 'known_word_share', 'polish_share', 'diacritics_rate', 'word_accuracy', 'diacritics_accuracy',
            'ogonki_baseline', 'register_scores', 'text_metrics', 'bootstrap', 'ratio', 'ppl', 'item_stats', 'scored',
-           'floor_answers', 'shot_pool', 'few_shot_prompts', 'evaluate', 'report_table', 'plot_report', 'runs_table']
+           'floor_answers', 'shot_pool', 'few_shot_prompts', 'score_model', 'evaluate', 'report_table', 'plot_report',
+           'runs_table']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
 import difflib, json, logging, math, re
@@ -403,8 +404,8 @@ def few_shot_prompts(rows, pool, k=3, seed=42):
 
 
 # %% ../nbs/07_eval.ipynb #17d4d827
-def _side(model, tok, cfg, rows, examples, collator, text=None, prose=None, prompt_format=None, prompts=None,
-          first_line=False):
+def score_model(model, tok, cfg, rows, examples, collator, text=None, prose=None, prompt_format=None, prompts=None,
+                first_line=False):
     """`(metrics, stats)` for one model: the metrics `evaluation.metrics` lists (the Polish ones only with
     `polish_metrics`), each with its 95% interval under `ci95` and its item count under `n`, and the per-item
     statistics they came from. Answers are generated only when a metric needs them;
@@ -462,19 +463,18 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loade
     torch.manual_seed(e.seed)
     sides, stats = {}, {}
     with model.disable_adapter():
-        sides["base"], stats["base"] = _side(model, tok, cfg, rows, examples, coll, text, prose)
+        sides["base"], stats["base"] = score_model(model, tok, cfg, rows, examples, coll, text, prose)
         if e.base_prompt == "chat_template":
             own, _ = tokenize(rows, tok, cfg.data.max_seq_length, "chat_template")
-            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, own, coll,
-                                                                       prompt_format="chat_template")
+            sides["base_own_prompt"], stats["base_own_prompt"] = score_model(model, tok, cfg, rows, own, coll,
+                                                                             prompt_format="chat_template")
         elif e.base_prompt == "few_shot":
-            sides["base_own_prompt"], stats["base_own_prompt"] = _side(model, tok, cfg, rows, None, coll,
-                                                                       prompts=few_shot_prompts(rows, pool,
-                                                                                                seed=e.seed),
-                                                                       first_line=True)
+            prompts = few_shot_prompts(rows, pool, seed=e.seed)
+            sides["base_own_prompt"], stats["base_own_prompt"] = score_model(model, tok, cfg, rows, None, coll,
+                                                                             prompts=prompts, first_line=True)
     # disabling the adapter unmerged them
     merge_new_rows(model)
-    sides["tuned"], stats["tuned"] = _side(model, tok, cfg, rows, examples, coll, text, prose)
+    sides["tuned"], stats["tuned"] = score_model(model, tok, cfg, rows, examples, coll, text, prose)
     diff = {}
     for name in [s for s in sides if s != "tuned"]:
         # another prompt, another quantity

@@ -108,9 +108,13 @@ class Setup:
     new_token_ids: list
     data_report: object
 
-def setup(cfg, cache=None, trainable_rows=True, device=None):
+def setup(cfg, cache=None, trainable_rows=True, device=None, adapters=True):
     """Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is
-    False), tokenized data and a collator, on `device` (default: as `hardware.device` picks)."""
+    False), tokenized data and a collator, on `device` (default: as `hardware.device` picks). `adapters=False`: a full
+    fine-tune instead, every weight of an unquantized base trained (the reference LoRA is measured against, 06e)."""
+    if not adapters and (cfg.quantization.load_in_4bit or cfg.quantization.load_in_8bit):
+        raise ValueError("a full fine-tune trains every weight, which a quantized base cannot: set "
+                         "quantization.load_in_4bit=false (and load_in_8bit=false)")
     device = device or pick_device(cfg.hardware.device)                           # train() passes the one it picked
     # train() decided it already
     if cfg.training.gradient_checkpointing == "auto": cfg, _ = resolve_checkpointing(cfg, device)
@@ -119,7 +123,11 @@ def setup(cfg, cache=None, trainable_rows=True, device=None):
     train, ev, report = load_data(cfg, tok, cache)
     model = load_quantized(cfg, cache, device)
     new = resize_with_piece_mean(model, tok)
-    model = add_lora(model, cfg, token_indices(model, new) if new and trainable_rows else None)
+    if adapters: model = add_lora(model, cfg, token_indices(model, new) if new and trainable_rows else None)
+    else:
+        model.requires_grad_(True)
+        if cfg.training.gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.data.packing:
         train, ev = ([[xs[i] for i in g] for g in pack([len(x["input_ids"]) for x in xs], cfg.data.max_seq_length)]
                      for xs in (train, ev))
@@ -157,14 +165,18 @@ def lean_cpu_malloc(threshold=4 * MiB):
     return bool(libc.mallopt(-3, int(threshold)))                              # M_MMAP_THRESHOLD
 
 def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cache=None, lean_malloc=False,
-          preflight=True):
+          preflight=True, adapters=True):
     """Run the QLoRA fine-tune described by `cfg`; returns the results, also saved as `<output_dir>/train_results.json`.
     `lean_malloc`: `lean_cpu_malloc` on a CPU (process-wide: the CLI asks for it); `preflight`: check what `cfg`
-    names first (False where the caller has, as the CLI's `load_checked` does)."""
+    names first (False where the caller has, as the CLI's `load_checked` does); `adapters=False`: a full fine-tune
+    (`setup`), saved as a whole model."""
     started, out = time.time(), Path(output_dir or cfg.training.output_dir)
     # what it names exists here (00b_preflight), before anything loads
     if preflight: check(cfg)
     device = pick_device(cfg.hardware.device)
+    if not adapters and cfg.training.gradient_checkpointing == "auto":
+        raise ValueError("training.gradient_checkpointing 'auto' asks the memory plan, which plans adapters; "
+                         "set it true or false for a full fine-tune")
     # 'auto': the memory plan decides (06c_memory)
     given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)
     if lean_malloc and device == "cpu": lean_cpu_malloc()
@@ -184,7 +196,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     with _environ(env):
         # LoRA's initial A matrices come from the RNG
         set_seed(cfg.training.seed)
-        with args.main_process_first(desc="tokenizer, model and data"): s = setup(cfg, cache, device=device)
+        with args.main_process_first(desc="tokenizer, model and data"):
+            s = setup(cfg, cache, device=device, adapters=adapters)
         say("trainable parameters: %s", trainable_report(s.model))
         say("data: %d training and %d validation examples; %s", len(s.train), len(s.eval), s.data_report)
         before_file = out/"eval_before.json"
@@ -207,7 +220,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         finally: stop.restore()
         after = perplexity(s.model, s.eval, s.collator, cfg.training.per_device_eval_batch_size)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    res = {"output_dir": str(out), "base_model": cfg.model.name, "device": device, "world_size": args.world_size,
+    res = {"output_dir": str(out), "base_model": cfg.model.name, "method": "lora" if adapters else "full",
+           "device": device, "world_size": args.world_size, "trainable": trainable_report(s.model),
            "steps": trainer.state.global_step, "interrupted": stop.interrupted,
            "notes": notes + ([auto] if auto else []),
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
@@ -231,6 +245,9 @@ def model_card(cfg, res):
     l, t, q, d = cfg.lora, cfg.training, cfg.quantization, cfg.data
     b, a = res["eval_before"], res["eval_after"]
     base = cfg.model.name
+    lora_row = (f"r={l.r}, alpha={l.lora_alpha}, dropout={l.lora_dropout}, bias {l.bias}, on {l.target_modules}; "
+                "new-token rows trained" if res.get("method", "lora") == "lora" else
+                "none: a full fine-tune, every weight trained and saved")
     src = (f"`{base}` (the GGUF packaged in the PyPI wheel "
            f"`{PACKAGED[base.split(':', 1)[1]].module}`)") if base.startswith("packaged:") else f"`{base}`"
     return f"""---
@@ -246,7 +263,7 @@ Trained by `wronai train` from `wronai.yaml`, the full config saved beside this 
 | | |
 |---|---|
 | base model | {src}, {'NF4' if q.load_in_4bit else 'not quantized'}{' with double quantization' if q.load_in_4bit and q.bnb_4bit_use_double_quant else ''} |
-| LoRA | r={l.r}, alpha={l.lora_alpha}, dropout={l.lora_dropout}, bias {l.bias}, on {l.target_modules}; new-token rows trained |
+| LoRA | {lora_row} |
 | data | `{d.dataset_name}` (training split `{d.train_split}`, validation `{d.eval_split}` or a {d.validation_size:.0%} split), max {d.max_seq_length} tokens, prompt format `{d.prompt_format}` |
 | training | {res['steps']} steps of {t.per_device_train_batch_size} x {t.gradient_accumulation_steps} (accumulation) x {res['world_size']} (processes) sequences, lr {t.learning_rate} {t.lr_scheduler_type}, warmup {t.warmup_ratio:.0%} |
 | device | {res['device']} |
