@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['ALL_SEVEN', 'VARIANTS', 'LR_GRID', 'SHARED', 'KEEP', 'TEST_METRICS', 'overrides', 'run', 'score_run', 'paired',
-           'grid']
+           'grid', 'load_runs', 'runs_table']
 
 # %% ../nbs/06e_qlora_question.ipynb #180c36bf
-import json, subprocess, sys, time
+import json, shutil, subprocess, sys, time
 from pathlib import Path
 
 from .config import load_config, repo_path
@@ -127,7 +127,8 @@ def paired(a, b, path="exact_match/all", seed=0):
 # %% ../nbs/06e_qlora_question.ipynb #928faef8
 def grid(steps=100, out=None, json_dir=None, config=None, extra=(), only=None, lr_grid=None, test_extra=()):
     """The experiment: each method of `lr_grid` (default `LR_GRID`) at its learning rates, the rate with the lowest
-    validation loss chosen, then the other `VARIANTS` at qlora's rate. One JSON per run in `json_dir`, and a run whose
+    validation loss chosen (where it lies at an edge of the grid, the grid goes one factor of 3 further that way, twice
+    at most), then the other `VARIANTS` at qlora's rate. One JSON per run in `json_dir`, and a run whose
     JSON is there already is not run again. Then each chosen run is scored on the test split (`score_run`, settings
     `test_extra`) into `test_NAME.json`. Returns the chosen rates. `only`: the run names to do (default all)."""
     lr_grid = lr_grid or LR_GRID
@@ -137,15 +138,23 @@ def grid(steps=100, out=None, json_dir=None, config=None, extra=(), only=None, l
     def one(name, lr):
         f = json_dir/f"{name}_lr{lr:g}.json"
         if f.exists(): return json.loads(f.read_text())                       # done in an earlier call: kept
-        r = run(name, lr, steps, out/f"{name}_lr{lr:g}", config, extra)
+        folder = out/f"{name}_lr{lr:g}"
+        # a run the grid started and that was stopped before its JSON: started again from nothing
+        if folder.exists(): shutil.rmtree(folder)
+        r = run(name, lr, steps, folder, config, extra)
         f.write_text(json.dumps(r, indent=1) + "\n")
         return r
     todo = [n for n in VARIANTS if only is None or n in only]
     chosen = {}
     for name, lrs in lr_grid.items():
         if name not in todo and not (name == "qlora" and set(todo) - set(lr_grid)): continue
-        rs = [one(name, lr) for lr in lrs]
-        chosen[name] = min(rs, key=lambda r: r["eval_after"]["loss"])["learning_rate"]
+        rs = {lr: one(name, lr) for lr in lrs}
+        for _ in range(2):                              # the best rate at an edge of the grid: one step further out
+            best = min(rs, key=lambda lr: rs[lr]["eval_after"]["loss"])
+            if best not in (min(rs), max(rs)): break
+            nxt = float(f"{best * 3 if best == max(rs) else best / 3:.3g}")
+            rs[nxt] = one(name, nxt)
+        chosen[name] = min(rs, key=lambda lr: rs[lr]["eval_after"]["loss"])
     for name in todo:
         if name not in lr_grid: one(name, chosen["qlora"])
     (json_dir/"chosen.json").write_text(json.dumps({"steps": steps, "learning_rates": chosen}, indent=1) + "\n")
@@ -154,3 +163,20 @@ def grid(steps=100, out=None, json_dir=None, config=None, extra=(), only=None, l
         f = json_dir/f"test_{name}.json"
         if not f.exists(): score_run(name, lr, steps, out/f"{name}_lr{lr:g}", f, config, [*extra, *test_extra])
     return chosen
+
+# %% ../nbs/06e_qlora_question.ipynb #369a79cf
+def load_runs(json_dir=None):
+    "Every training run of the grid in `json_dir` (default `benchmarks/experiments`), by file name."
+    d = Path(json_dir or repo_path("benchmarks", "experiments"))
+    return {f.stem: json.loads(f.read_text()) for f in sorted(d.glob("*_lr*.json"))} if d.is_dir() else {}
+
+def runs_table(runs):
+    "The training runs as a Markdown table: what each trained, at which rate, its validation loss, cost and speed."
+    rows = ["| run | learning rate | trainable | validation loss before → after | peak memory | real tokens/s "
+            "| minutes |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(runs.values(), key=lambda r: (list(VARIANTS).index(r["name"]), r["learning_rate"])):
+        t, b, a = r["trainable"], r["eval_before"], r["eval_after"]
+        rows.append(f"| `{r['name']}` | {r['learning_rate']:g} | {t['trainable']:,} ({t['share']:.1%}) | "
+                    f"{b['loss']:.3f} → {a['loss']:.3f} | {r['peak_memory_mb']:,.0f} MiB | "
+                    f"{r['tokens_per_second']:.0f} | {r['process_seconds'] / 60:.1f} |")
+    return "\n".join(rows)
