@@ -39,16 +39,28 @@ def overrides(name, lr, steps):
             f"training.eval_steps={steps}", f"training.save_steps={steps}", "training.save_total_limit=1"]
 
 # %% ../nbs/06e_qlora_question.ipynb #4375436a
-def _child(argv=None):
-    "A run's process: `NAME LR STEPS OUT [--set K=V ...]`; trains with `train` and leaves `OUT/train_results.json`."
+def _args(argv, *paths):
+    "A run's process's arguments: `NAME LR STEPS`, then `paths`, then `--config C` and `--set K=V ...`."
     import argparse
-    from wronai.train import train
     ap = argparse.ArgumentParser()
-    ap.add_argument("name"); ap.add_argument("lr", type=float)
-    ap.add_argument("steps", type=int); ap.add_argument("out")
+    ap.add_argument("name"); ap.add_argument("lr", type=float); ap.add_argument("steps", type=int)
+    for p in paths: ap.add_argument(p)
     ap.add_argument("--config", default=str(repo_path("configs/quick_test.yaml")))
     ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+def _in_process(entry, args, config, extra, what):
+    "`wronai.experiments.ENTRY()` with `args`, `--config` and `--set`s in a process of its own; raises naming `what`."
+    cmd = [sys.executable, "-c", f"from wronai.experiments import {entry}; {entry}()", *map(str, args)]
+    if config: cmd += ["--config", str(config)]
+    for s in extra: cmd += ["--set", s]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode: raise RuntimeError(f"{what} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+
+def _child(argv=None):
+    "A run's process: `NAME LR STEPS OUT [--set K=V ...]`; trains with `train` and leaves `OUT/train_results.json`."
+    from wronai.train import train
+    a = _args(argv, "out")
     cfg = load_config(a.config, [*overrides(a.name, a.lr, a.steps), *a.set])
     train(cfg, output_dir=a.out, adapters=VARIANTS[a.name][1], lean_malloc=True)
 
@@ -58,12 +70,8 @@ KEEP = ("method", "steps", "trainable", "eval_before", "eval_after", "train_loss
 def run(name, lr, steps, out, config=None, extra=()):
     """Train run `name` at learning rate `lr` for `steps` steps into the folder `out`, in a process of its own; what
     it measured, with the loss curve (`losses`: step and training loss at each log)."""
-    cmd = [sys.executable, "-c", "from wronai.experiments import _child; _child()", name, str(lr), str(steps), str(out)]
-    if config: cmd += ["--config", str(config)]
-    for s in extra: cmd += ["--set", s]
     t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode: raise RuntimeError(f"run {name} at lr {lr} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    _in_process("_child", [name, lr, steps, out], config, extra, f"run {name} at lr {lr}")
     res = json.loads((Path(out)/"train_results.json").read_text())
     return {"name": name, "learning_rate": lr, "overrides": overrides(name, lr, steps) + list(extra),
             **{k: res[k] for k in KEEP}, "process_seconds": time.time() - t,
@@ -82,16 +90,11 @@ def _load(name, folder, cfg):
 
 def _test_child(argv=None):
     "A test process: `NAME LR STEPS FOLDER JSON [--set K=V ...]`; scores the run in FOLDER and writes JSON."
-    import argparse, torch
+    import torch
     from wronai.data import pad_collator, tokenize
     from wronai.evaluate import benchmark_rows, score_model
     from wronai.prose import prose_text
-    ap = argparse.ArgumentParser()
-    ap.add_argument("name"); ap.add_argument("lr", type=float); ap.add_argument("steps", type=int)
-    ap.add_argument("folder"); ap.add_argument("json")
-    ap.add_argument("--config", default=str(repo_path("configs/quick_test.yaml")))
-    ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args(argv)
+    a = _args(argv, "folder", "json")
     cfg = load_config(a.config, [*overrides(a.name, a.lr, a.steps), f"evaluation.metrics={TEST_METRICS}", *a.set])
     tok, model = _load(a.name, a.folder, cfg)
     rows = benchmark_rows(cfg)
@@ -106,12 +109,7 @@ def _test_child(argv=None):
 
 def score_run(name, lr, steps, folder, json_path, config=None, extra=()):
     "Score the finished run in `folder` on the test split, in a process of its own; the report `json_path` holds."
-    cmd = [sys.executable, "-c", "from wronai.experiments import _test_child; _test_child()", name, str(lr),
-           str(steps), str(folder), str(json_path)]
-    if config: cmd += ["--config", str(config)]
-    for s in extra: cmd += ["--set", s]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode: raise RuntimeError(f"testing {name} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    _in_process("_test_child", [name, lr, steps, folder, json_path], config, extra, f"testing {name}")
     return json.loads(Path(json_path).read_text())
 
 # %% ../nbs/06e_qlora_question.ipynb #d7c8a92d
