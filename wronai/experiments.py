@@ -7,7 +7,7 @@ __all__ = ['ALL_SEVEN', 'VARIANTS', 'LR_GRID', 'SHARED', 'KEEP', 'TEST_METRICS',
            'grid', 'load_runs', 'runs_table']
 
 # %% ../nbs/06e_qlora_question.ipynb #180c36bf
-import json, shutil, subprocess, sys, time
+import json, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 
 from .config import load_config, repo_path
@@ -128,7 +128,9 @@ def grid(steps=100, out=None, json_dir=None, config=None, extra=(), only=None, l
     validation loss chosen (where it lies at an edge of the grid, the grid goes one factor of 3 further that way, twice
     at most), then the other `VARIANTS` at qlora's rate. One JSON per run in `json_dir`, and a run whose
     JSON is there already is not run again. Then each chosen run is scored on the test split (`score_run`, settings
-    `test_extra`) into `test_NAME.json`. Returns the chosen rates. `only`: the run names to do (default all)."""
+    `test_extra`) into `test_NAME.json`; a chosen run whose folder in `out` is gone is trained again first, and its
+    validation loss then and now are kept in that JSON (`trained_again`). Returns the chosen rates. `only`: the run
+    names to do (default all)."""
     lr_grid = lr_grid or LR_GRID
     out = Path(out or repo_path("runs", "experiments"))
     json_dir = Path(json_dir or repo_path("benchmarks", "experiments"))
@@ -158,8 +160,19 @@ def grid(steps=100, out=None, json_dir=None, config=None, extra=(), only=None, l
     (json_dir/"chosen.json").write_text(json.dumps({"steps": steps, "learning_rates": chosen}, indent=1) + "\n")
     for name in todo:                                                           # the test split, once per chosen run
         lr = chosen.get(name, chosen.get("qlora"))
-        f = json_dir/f"test_{name}.json"
-        if not f.exists(): score_run(name, lr, steps, out/f"{name}_lr{lr:g}", f, config, [*extra, *test_extra])
+        f, folder = json_dir/f"test_{name}.json", out/f"{name}_lr{lr:g}"
+        if f.exists(): continue
+        again = None
+        if not (folder/"train_results.json").exists():       # its folder is gone (runs/ is not in git): trained again
+            if folder.exists(): shutil.rmtree(folder)
+            kept = json.loads((json_dir/f"{name}_lr{lr:g}.json").read_text())["eval_after"]["loss"]
+            now = run(name, lr, steps, folder, config, extra)["eval_after"]["loss"]
+            again = {"eval_loss_kept": kept, "eval_loss_again": now}
+            if abs(now - kept) > 0.01 * kept:
+                warnings.warn(f"{name} at lr {lr:g} trained again reached validation loss {now:.4f}, not the "
+                              f"{kept:.4f} its JSON holds; it is tested as trained again")
+        t = score_run(name, lr, steps, folder, f, config, [*extra, *test_extra])
+        if again: f.write_text(json.dumps({**t, "trained_again": again}) + "\n")
     return chosen
 
 # %% ../nbs/06e_qlora_question.ipynb #369a79cf
