@@ -190,6 +190,7 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     from wronai.config import load_config
     from wronai.data import pad_collator
     from wronai.lora import add_lora, trainable_report
+    from wronai.new_rows import rows_layer
     from wronai.quant import load_quantized
     from wronai.runs import WronaiTrainer
     from wronai.tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
@@ -227,7 +228,8 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
         if time.time() > deadline:
             out["runs"].append({"seq": seq, "batch": bs, "checkpointing": ckpt, "skipped": "out of time"})
             continue
-        r = {"seq": seq, "batch": bs, "checkpointing": ckpt}
+        # new_rows: what trains the tags' rows (FastNewRows or peft's layer), which the memory plan asks
+        r = {"seq": seq, "batch": bs, "checkpointing": ckpt, "new_rows": rows_layer(model)}
         try:
             if not ckpt and getattr(model, "is_gradient_checkpointing", False): model.gradient_checkpointing_disable()
             steps = 4

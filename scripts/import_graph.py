@@ -22,6 +22,7 @@ LAYERS = [
     ("vocab", "a Polish vocabulary's cost in tokens"),
     ("quant", "NF4 and bitsandbytes loading"),
     ("lora_cpu", "dropout masks drawn cheaply on a CPU"),
+    ("new_rows", "the new tokens' trained rows without a copy of the whole matrix"),
     ("lora", "adapters on the 4-bit base"),
     ("prose", "Polish prose from packaged sources"),
     ("polish_instruct", "the built instruction dataset"),

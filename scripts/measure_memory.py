@@ -27,6 +27,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
     from wronai.config import load_config
     from wronai.data import pad_collator
     from wronai.lora import add_lora
+    from wronai.new_rows import rows_layer
     from wronai.quant import load_quantized
     from wronai.runs import WronaiTrainer
     from wronai.runs import PeakMemory, anon_mb
@@ -56,6 +57,7 @@ def one(config, seq, batch, ckpt, steps, overrides):
     t = time.time()
     with PeakMemory("cuda" if cuda else "cpu") as peak: trainer.train()
     r = {"seq": seq, "batch": batch, "checkpointing": ckpt, "steps": steps, "seconds": round(time.time() - t, 1),
+         "new_rows": rows_layer(model),
          "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
     if cuda: r["measured_mib"] = round(peak.peak, 1)
     else:

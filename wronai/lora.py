@@ -68,8 +68,9 @@ def peft_quiet():
 
 def add_lora(model, cfg, trainable_token_indices=None):
     """Prepare a (quantized) base for training as the config says and add peft LoRA adapters, with `CpuDropout` as their
-    dropout."""
+    dropout and `FastNewRows` computing the new tokens' trained rows."""
     from peft import get_peft_model, prepare_model_for_kbit_training
+    from wronai.new_rows import fast_new_rows
     from wronai.quant import cpu_packing
     # bitsandbytes' CPU inference layout has no backward (03_quantization)
     cpu_packing(model, False)
@@ -88,6 +89,7 @@ def add_lora(model, cfg, trainable_token_indices=None):
         model.enable_input_require_grads()
     with peft_quiet(): model = get_peft_model(model, lora_config(cfg, trainable_token_indices))
     cpu_dropout(model)                                     # the same dropout, drawn faster on a CPU (04b_lora_cpu)
+    fast_new_rows(model)                                   # the new tags' rows without the whole matrix (04c_new_rows)
     return model
 
 def trainable_report(model):

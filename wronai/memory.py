@@ -81,14 +81,16 @@ def layer_bytes(s, targets, r, cuda, autocast16=None, dropout=True):
     return norms + lora + mlp + attn
 
 # %% ../nbs/06c_memory.ipynb #709398bf
-def head_bytes(s, tokens, cuda, autocast16=None, trainable_rows=True):
-    "Peak bytes of the output layer and the loss over `tokens` scored positions, with what peft's trainable rows add."
+def head_bytes(s, tokens, cuda, autocast16=None, trainable_rows=True, peft_rows=False):
+    """Peak bytes of the output layer and the loss over `tokens` scored positions, with what peft's own layer for
+    trainable rows adds (`peft_rows`; `FastNewRows`, which training uses, adds nothing)."""
     am = 2 if (cuda if autocast16 is None else autocast16) else 4
     V, h = s.vocab, s.hidden
+    whole = trainable_rows and peft_rows
     # the merged (V, h) weight, kept for backward
-    saved_w = V * h * am if trainable_rows else 0
+    saved_w = V * h * am if whole else 0
     # its full gradient (and an fp32 copy of it under autocast)
-    grad_w = (V * h * am + (V * h * 4 if am < 4 else 0)) if trainable_rows else 0
+    grad_w = (V * h * am + (V * h * 4 if am < 4 else 0)) if whole else 0
     # fp32 log-softmax, its gradient, the logits' gradient
     loss = 12 * V * tokens
     return saved_w + max(loss, am * V * tokens + grad_w)
@@ -118,9 +120,10 @@ class Plan:
                 ("optimizer state", self.optimizer),
                 ("activations kept", self.activations), (self.peak_extra_is, self.peak_extra)]
 
-def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None):
+def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None, peft_rows=False):
     """A `Plan` for `cfg` (its sequence length, batch size and checkpointing unless given) on `device`: the longest
-    batch, every token scored."""
+    batch, every token scored. `peft_rows`: the new tokens' rows trained through peft's own layer, not `FastNewRows`
+    (runs measured before training used it)."""
     from wronai.lora import lora_param_count
     from wronai.models import pick_device, pick_optim
     from wronai.quant import param_counts, scale_bits
@@ -147,7 +150,7 @@ def plan(cfg, device=None, seq=None, batch=None, checkpointing=None, mcfg=None):
     paged = opt if cuda and optim in PAGED else 0
     N = seq * batch
     A = layer_bytes(s, targets, l.r, cuda, autocast16, l.lora_dropout > 0)
-    head = head_bytes(s, N, cuda, autocast16, n > 0)
+    head = head_bytes(s, N, cuda, autocast16, n > 0, peft_rows)
     if ckpt:
         # a recomputed layer with its gradients
         kept, layer = s.layers * 4 * s.hidden * N, (A + 8 * s.hidden + 8 * s.intermediate) * N
