@@ -29,6 +29,7 @@ LAYERS = [
     ("data", "records to token sequences, a dataset's splits, the perplexity of the scored tokens"),
     ("preflight", "what a config names exists on this machine (model, tokenizer, data)"),
     ("memory", "the memory plan; gradient checkpointing 'auto'"),
+    ("fsdp", "sharding the 4-bit base over ranks with torch's FSDP2; the memory plan per rank"),
     ("runs", "the Trainer subclass and what a run records"),
     ("train", "the training run"),
     ("evaluate", "measures, intervals, floors; loading a tuned adapter"),

@@ -16,7 +16,7 @@ def wronai(*args):
 
 @pytest.mark.parametrize("cfg",
                          ["configs/quick_test.yaml", "configs/default.yaml", "configs/cpu_full.yaml",
-                          "configs/cpu_gemma.yaml"])
+                          "configs/cpu_gemma.yaml", "configs/fsdp_qlora.yaml"])
 def test_shipped_configs_check(cfg):
     r = wronai("config", "check", cfg)
     assert r.returncode == 0, r.stderr
@@ -76,6 +76,31 @@ def test_memory_says_whether_the_recipe_fits_and_what_to_change():
     r = wronai("memory", "--config", "configs/default.yaml", "--gpu-mb", "16000")
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     assert "and fits" in r.stdout and "42,033,152 trainable parameters" in r.stdout, r.stdout
+
+def test_train_under_accelerate_fsdp_on_a_cpu_stops_before_loading(tmp_path):
+    """accelerate would run "FSDP" on CPU processes as plain data parallelism, silently; a 4-bit base stored as uint8
+    cannot be sharded. Both are said, as bad input, before anything loads (nbs/06f_fsdp.ipynb)."""
+    import os
+    r = subprocess.run([shutil.which("wronai"), "train", "--config", "configs/quick_test.yaml", "--output-dir",
+                        str(tmp_path/"run"), "--max-steps", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, "ACCELERATE_USE_FSDP": "true"})
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    for said in ("hardware.device", "GPUs only", "quantization.bnb_4bit_quant_storage", "set it to float32"):
+        assert said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path/"run").exists()
+
+def test_memory_per_rank_and_python_dash_m():
+    """One of several ranks (nbs/06f_fsdp.ipynb), through `python -m wronai.cli` as `accelerate launch -m wronai.cli`
+    runs it: sharded over 2 ranks the recipe fits an 8 GB card that one process does not, with ddp it never fits."""
+    import sys
+    for strategy, code, said in (("fsdp", 0, "and fits"), ("ddp", 3, "none is enough")):
+        r = subprocess.run([sys.executable, "-m", "wronai.cli", "memory", "--config", "configs/default.yaml",
+                            "--ranks", "2", "--strategy", strategy, "--gpu-mb", "8000"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == code, (strategy, r.returncode, r.stdout, r.stderr)
+        assert "per rank" in r.stdout and said in r.stdout, r.stdout
+    r = wronai("memory", "--config", "configs/default.yaml", "--ranks", "0")
+    assert r.returncode == 2 and "--ranks" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 @pytest.mark.parametrize("args,named",
                          [(["--gpu-mb", "0"], "--gpu-mb"),

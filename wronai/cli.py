@@ -164,6 +164,12 @@ def _memory(args):
                              else pick_device(cfg.hardware.device))
     # config.json read once for all three
     limit, mcfg = args.gpu_mb or available_mib(cfg, device), model_config(cfg)
+    if args.ranks > 1 or args.strategy == "fsdp":
+        # one of several processes (06f_fsdp)
+        from wronai.fsdp import rank_report
+        text, fits = rank_report(cfg, args.ranks, args.strategy, device, limit, mcfg)
+        print(text)
+        return 0 if fits else 3
     print(report(cfg, device, limit, mcfg))
     on, _ = checkpointing(cfg, device, limit, mcfg)
     return 0 if need_mib(plan(cfg, device, checkpointing=on, mcfg=mcfg)) <= limit else 3
@@ -180,6 +186,11 @@ def _add_memory(sub):
                         "configured, else this machine's device)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. data.max_seq_length=1024")
+    p.add_argument("--ranks", type=_positive, default=1,
+                   help="plan one of this many processes, one per GPU (default 1)")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp",
+                   help="ddp: a whole model per rank (accelerate launch --multi_gpu); fsdp: each rank a slice "
+                        "(see nbs/06f_fsdp.ipynb)")
     p.set_defaults(func=_memory)
 
 # %% ../nbs/09_cli.ipynb #84743006
@@ -410,4 +421,8 @@ def call(*argv):
         try: code = main(list(argv))
         except SystemExit as e: code = e.code
     return code, out.getvalue(), err.getvalue()
+
+# `python -m wronai.cli ...`, as `accelerate launch -m wronai.cli train ...` runs it (a notebook's kernel is named
+# __main__ too, but has no __file__)
+if __name__ == "__main__" and "__file__" in globals(): raise SystemExit(main())
 

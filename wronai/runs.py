@@ -208,9 +208,11 @@ class Throughput(TrainerCallback):
     def tokens_per_second(self): return self.tokens / self.seconds if self.seconds else float("nan")
 
 def adapter_checksum(model):
-    "sha256 of the trainable tensors of `model` (names and bytes): the same on every rank of a data-parallel run."
+    """sha256 of the trainable tensors of `model` (names and bytes): the same on every rank of a data-parallel run, and
+    of a sharded one (each tensor is gathered whole, so every rank must call it)."""
     h = hashlib.sha256()
     for n, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        if hasattr(p, "full_tensor"): p = p.full_tensor()                    # FSDP's shard (a DTensor)
         h.update(n.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 

@@ -20,7 +20,8 @@ from .quant import cpu_flags, load_quantized
 from .runs import (NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint,
                          PeakMemory)
 from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
-from .config import load_config, repo_path
+from .config import ConfigError, load_config, repo_path
+from .fsdp import launch_problems
 from .preflight import check
 from .memory import checkpointing, resolve_checkpointing
 
@@ -174,6 +175,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     # what it names exists here (00b_preflight), before anything loads
     if preflight: check(cfg)
     device = pick_device(cfg.hardware.device)
+    # under accelerate's FSDP: a GPU, and the 4-bit weights stored in the model's dtype (06f_fsdp)
+    if problems := launch_problems(cfg, device): raise ConfigError(problems)
     if not adapters and cfg.training.gradient_checkpointing == "auto":
         raise ValueError("training.gradient_checkpointing 'auto' asks the memory plan, which plans adapters; "
                          "set it true or false for a full fine-tune")
