@@ -54,16 +54,16 @@ def main(argv=None):
     if ws > 1: shard(model)
     g = torch.Generator().manual_seed(a.seq * a.batch)
     data = torch.randint(100, len(tok) - 20, (a.steps, a.batch, a.seq), generator=g)
-    start = full_state(model)
+    start = {k: v.clone() for k, v in full_state(model).items()}   # a copy: the optimizer updates in place
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.training.learning_rate)
     model.train()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     losses, per = [], a.batch // ws
+    n = a.batch * (a.seq - 1)                                  # every next token of the global batch is scored
     t = time.time()
     with PeakMemory("cpu") as peak:
         for step in range(a.steps):
             ids = data[step, rank * per:(rank + 1) * per]
-            n = a.batch * (a.seq - 1)                          # every next token of the global batch is scored
             loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, num_items_in_batch=n).loss
             (loss * ws).backward()                             # FSDP averages the ranks' gradients
             opt.step(); opt.zero_grad()

@@ -9,8 +9,7 @@ __all__ = ['STRATEGIES', 'decoder_layers', 'shard', 'full_state', 'rank_plan', '
 from dataclasses import replace
 
 from .lora import lora_param_count
-from .memory import MiB, model_config, need_mib, plan
-from .quant import linear_shapes
+from .memory import checkpointing, model_config, need_mib, plan, plan_table
 
 # %% ../nbs/06f_fsdp.ipynb #f6f00011
 def decoder_layers(model):
@@ -30,8 +29,9 @@ def shard(model, mesh=None, reshard_after_forward=True):
     return model
 
 def full_state(model):
-    "`{name: tensor}` of `model`'s trainable parameters, gathered whole where they are sharded."
-    return {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+    """`{name: tensor}` of `model`'s trainable parameters, gathered whole where they are sharded (every rank must call
+    it); an unsharded one is the parameter's own data, not a copy."""
+    return {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach()
             for n, p in model.named_parameters() if p.requires_grad}
 
 # %% ../nbs/06f_fsdp.ipynb #f6f00017
@@ -47,8 +47,7 @@ def rank_plan(cfg, ranks, strategy="fsdp", device=None, mcfg=None, **kw):
     p = plan(cfg, device, mcfg=mcfg, **kw)
     if ranks == 1: return p
     if strategy == "ddp": return replace(p, gradients=2 * p.gradients)
-    t = cfg.lora.target_modules
-    lora = lora_param_count(mcfg, list(linear_shapes(mcfg)) if t == "all-linear" else t, cfg.lora.r)
+    lora = lora_param_count(mcfg, cfg.lora.target_modules, cfg.lora.r)
     rows, L, n = p.trainable - lora, mcfg.num_hidden_layers, ranks
     # one decoder layer's 4-bit weights with their constants, its adapters (with autocast's copies), their gradients
     w4, ad, gr = p.weights_4bit / L, (p.adapter - rows * 4) / L, lora * 4 / L
@@ -68,7 +67,6 @@ def cards_needed(cfg, card_mib, strategy="fsdp", device="cuda", max_ranks=64, mc
 def rank_report(cfg, ranks, strategy, device, limit_mib, mcfg=None, name=None):
     """`(text, fits)`: one process's plan beside one of `ranks` ranks' (`strategy` ddp or fsdp) on `device`, against
     a card of `limit_mib` MiB, and the cards the base needs; `name`: the base's, if not the config's."""
-    from wronai.memory import RESERVE, checkpointing
     mcfg = mcfg or model_config(cfg)
     ck, _ = checkpointing(cfg, device, limit_mib, mcfg)
     one = plan(cfg, device, checkpointing=ck, mcfg=mcfg)
@@ -76,23 +74,15 @@ def rank_report(cfg, ranks, strategy, device, limit_mib, mcfg=None, name=None):
     lines = [f"{name or cfg.model.name} on {device}, {ranks} ranks with {strategy}: each rank {per.batch} x {per.seq} "
              "tokens "
              f"(the longest batch), gradient checkpointing {'on' if ck else 'off'}",
-             f"{'MiB':>46} {'one process':>12} {'per rank':>9}"]
-    for (name, a), (_, b) in zip(one.parts(), per.parts()):
-        if name in ("logits and loss", "one layer recomputed in backward"): name = "peak of the backward pass"
-        lines.append(f"{name:>46} {a / MiB:>12,.0f} {b / MiB:>9,.0f}")
-    lines.append(f"{'tensors at the peak':>46} {one.total / MiB:>12,.0f} {per.total / MiB:>9,.0f}")
-    if device == "cuda": lines.append(f"{f'+ reserve x{RESERVE}, context, paged state':>46} "
-                                      f"{need_mib(one) - one.total / MiB:>12,.0f} "
-                                      f"{need_mib(per) - per.total / MiB:>9,.0f}")
+             *plan_table([("one process", 12, one), ("per rank", 9, per)], device)]
     need = need_mib(per)
-    lines.append(f"{'needs':>46} {need_mib(one):>12,.0f} {need:>9,.0f}")
     lines.append(f"limit {limit_mib:,.0f} MiB per {'card' if device == 'cuda' else 'process'}: a rank needs "
                  f"{need:,.0f} MiB "
                  f"and {'fits' if need <= limit_mib else 'does NOT fit'}")
     n = cards_needed(cfg, limit_mib, "fsdp", device, mcfg=mcfg, checkpointing=ck)
     lines.append(f"sharded with fsdp the base needs {n or 'more than 64'} of these; with ddp "
-                 + ("1 (every rank holds it all)"
-                    if need_mib(rank_plan(cfg, 2, "ddp", device, mcfg, checkpointing=ck)) <= limit_mib
+                 + ("1 (every rank holds it all)" if cards_needed(cfg, limit_mib, "ddp", device, mcfg=mcfg,
+                                                                  checkpointing=ck)
                     else "none is enough (data parallelism does not lower what a rank needs)"))
     if strategy == "fsdp" and cfg.quantization.load_in_4bit and cfg.quantization.bnb_4bit_quant_storage == "uint8":
         lines.append("to shard it, store the 4-bit weights in the model's dtype: quantization.bnb_4bit_quant_storage "

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['KNOWN', 'PAGED', 'OPT_BYTES', 'CUDA_OVERHEAD_MIB', 'RESERVE', 'Shape', 'shape_of', 'model_config', 'new_rows',
            'layer_bytes', 'head_bytes', 'Plan', 'plan', 'need_mib', 'available_mib', 'checkpointing',
-           'resolve_checkpointing', 'suggest', 'report']
+           'resolve_checkpointing', 'suggest', 'plan_table', 'report']
 
 # %% ../nbs/06c_memory.ipynb #a2f61bb5
 import importlib
@@ -232,6 +232,24 @@ def suggest(cfg, device, limit_mib, mcfg=None):
         if out[-1][1] <= limit_mib: return out
     return []
 
+def plan_table(cols, device):
+    """Lines of a table of `Plan`s side by side, `cols` `[(header, width, plan)]`: each part in MiB, the tensors at the
+    peak, on CUDA what the allocator and the context add, and what each plan needs."""
+    def row(label, values): return f"{label:>46} " + " ".join(f"{v:>{w},.0f}" for v, (_, w, _) in zip(values, cols))
+    ps = [p for _, _, p in cols]
+    lines = [f"{'MiB':>46} " + " ".join(f"{h:>{w}}" for h, w, _ in cols)]
+    for i, (name, _) in enumerate(ps[0].parts()):
+        if name in ("logits and loss", "one layer recomputed in backward"): name = "peak of the backward pass"
+        lines.append(row(name, [p.parts()[i][1] / MiB for p in ps]))
+    lines.append(row("tensors at the peak", [p.total / MiB for p in ps]))
+    if device == "cuda":
+        # the paged optimizer state's size, where every column has the same
+        paged = f" {ps[0].paged / MiB:,.0f}" if len({p.paged for p in ps}) == 1 else ""
+        lines.append(row(f"+ reserve x{RESERVE}, context, paged state{paged}",
+                         [need_mib(p) - p.total / MiB for p in ps]))
+    lines.append(row("needs", [need_mib(p) for p in ps]))
+    return lines
+
 def report(cfg, device, limit_mib=None, mcfg=None):
     """What `wronai memory` prints: the plan with checkpointing off and on, what the config's setting needs against the
     limit, and changes that fit."""
@@ -240,16 +258,7 @@ def report(cfg, device, limit_mib=None, mcfg=None):
     p = ps[False]
     lines = [f"{cfg.model.name} on {device}: the longest batch, {p.batch} x {p.seq} "
              f"tokens, every token scored; {p.trainable:,} trainable parameters",
-             f"{'MiB':>46} {'checkpointing off':>18} {'on':>8}"]
-    for (name, a), (_, b) in zip(ps[False].parts(), ps[True].parts()):
-        if name in ("logits and loss", "one layer recomputed in backward"): name = "peak of the backward pass"
-        lines.append(f"{name:>46} {a / MiB:>18,.0f} {b / MiB:>8,.0f}")
-    lines.append(f"{'tensors at the peak':>46} {ps[False].total / MiB:>18,.0f} {ps[True].total / MiB:>8,.0f}")
-    if device == "cuda":
-        lines.append(f"{f'+ reserve x{RESERVE}, context, paged state {p.paged / MiB:,.0f}':>46} "
-                     f"{need_mib(ps[False]) - ps[False].total / MiB:>18,.0f} "
-                     f"{need_mib(ps[True]) - ps[True].total / MiB:>8,.0f}")
-    lines.append(f"{'needs':>46} {need_mib(ps[False]):>18,.0f} {need_mib(ps[True]):>8,.0f}")
+             *plan_table([("checkpointing off", 18, ps[False]), ("on", 8, ps[True])], device)]
     limit = limit_mib or available_mib(cfg, device)
     gc = cfg.training.gradient_checkpointing
     on, _ = checkpointing(cfg, device, limit, mcfg)

@@ -210,10 +210,10 @@ class Throughput(TrainerCallback):
 def adapter_checksum(model):
     """sha256 of the trainable tensors of `model` (names and bytes): the same on every rank of a data-parallel run, and
     of a sharded one (each tensor is gathered whole, so every rank must call it)."""
+    from wronai.fsdp import full_state
     h = hashlib.sha256()
-    for n, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
-        if hasattr(p, "full_tensor"): p = p.full_tensor()                    # FSDP's shard (a DTensor)
-        h.update(n.encode()); h.update(p.detach().float().cpu().numpy().tobytes())
+    for n, p in sorted(full_state(model).items()):
+        h.update(n.encode()); h.update(p.float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/06b_runs.ipynb #43b14025
