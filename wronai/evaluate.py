@@ -92,9 +92,10 @@ def merge_new_rows(model):
         if isinstance(m, TrainableTokensLayer) and not m.merged: m.merge()
     return model
 
-def load_tuned(cfg, adapter_dir, quantized=True, cache=None):
+def load_tuned(cfg, adapter_dir, quantized=True, cache=None, fused_cpu=True):
     """`(tokenizer, model)`: the base of `cfg` (NF4 as trained, or full precision) with the adapter in `adapter_dir`, in
-    eval mode."""
+    eval mode. `fused_cpu`: let bitsandbytes use its fused CPU kernel where the CPU has one (one answer at a time: chat,
+    serving); False for batched scoring, which is faster without it and then computes in float32 on every CPU."""
     from peft import PeftModel
     from transformers import AutoTokenizer
     adapter_dir = Path(adapter_dir)
@@ -106,8 +107,8 @@ def load_tuned(cfg, adapter_dir, quantized=True, cache=None):
     resize_with_piece_mean(base, tok)
     with peft_quiet():
         model = merge_new_rows(PeftModel.from_pretrained(base, adapter_dir).eval())
-    # for inference only: bitsandbytes' fused CPU kernel where it exists
-    return tok, cpu_packing(model, True)
+    # for inference only: bitsandbytes' fused CPU kernel where it exists and is asked for
+    return tok, cpu_packing(model, fused_cpu)
 
 # %% ../nbs/07_eval.ipynb #c3d66453
 def benchmark_rows(cfg, cache=None):
@@ -454,7 +455,7 @@ def evaluate(cfg, adapter_dir, text_file=None, quantized=True, cache=None, loade
     if "prose_perplexity" in e.metrics:
         try: prose = prose_text("heldout", e.prose_max_chars, cache)
         except ValueError as err: log.warning("prose_perplexity left out: %s", err)
-    tok, model = loaded or load_tuned(cfg, adapter_dir, quantized, cache)
+    tok, model = loaded or load_tuned(cfg, adapter_dir, quantized, cache, fused_cpu=False)    # batches: see above
     rows = benchmark_rows(cfg, cache)
     examples, dropped = tokenize(rows, tok, cfg.data.max_seq_length, cfg.data.prompt_format)
     if dropped.skipped: log.warning("perplexity leaves out rows it cannot encode: %s", dropped)

@@ -88,7 +88,7 @@ def _load(name, folder, cfg):
     "`(tokenizer, model)` of a finished run, in eval mode."
     if VARIANTS[name][1]:
         from wronai.evaluate import load_tuned
-        return load_tuned(cfg, folder, quantized=cfg.quantization.load_in_4bit)
+        return load_tuned(cfg, folder, quantized=cfg.quantization.load_in_4bit, fused_cpu=False)   # scored in batches
     from transformers import AutoModelForCausalLM, AutoTokenizer
     return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
 
