@@ -51,15 +51,20 @@ def small_png(b64):
     "A plot as a palette PNG: matplotlib's figures have few colours, so 256 keep the picture and shrink the file."
     from PIL import Image
     im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    if im.mode == "P": return b64                                   # made so already: quantizing again would blur it
     buf = io.BytesIO()
     im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode() if buf.tell() < len(b64) * 3 // 4 else b64
+
+# bitsandbytes' lookup of its optional hub kernel (the `kernels` package), which says only that this machine is offline
+HUB_KERNEL = re.compile(r"^(Skipping publisher trust check for|Failed to load CPU gemm_4bit_forward from) "
+                        r"'?kernels-community")
 
 def tidy(nb):
     "Clean every output of `nb` in place."
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            if "text" in o: o["text"] = clean_text(o["text"])
+            if "text" in o: o["text"] = [l for l in clean_text(o["text"]) if not HUB_KERNEL.match(l)]
             data = o.get("data", {})
             for k in ("text/plain", "text/html", "text/markdown"):
                 if k in data: data[k] = clean_text(data[k])
@@ -67,6 +72,7 @@ def tidy(nb):
             # no kernel keeps its state: the static fallback stays
             if WIDGET in data and len(data) > 1: del data[WIDGET]
             if "traceback" in o: o["traceback"] = ["".join(clean_text(t)) for t in o["traceback"]]
+        if "outputs" in cell: cell.outputs = [o for o in cell.outputs if o.get("text", True)]     # emptied above
 
 if __name__ == "__main__":
     only_tidy = "--tidy" in sys.argv                      # clean the saved outputs without running anything

@@ -109,13 +109,23 @@ def pytest_runtest_setup(item):
     "In one pytest process, the tests after the shared run get all the cores back (its processes read os.environ)."
     if WORKERS == 1 and not FIXED and SHARED is not None and (SHARED.tmp/"eval.done").exists(): threads(CORES)
 
+SHARED_TIMES = {}                                              # step: seconds, read before the folder goes
+
 def pytest_sessionfinish(session, exitstatus):
     """The process that made the shared folder stops what still runs there (a session cut short by -x or Ctrl-C) and
     removes it."""
     if not (STARTER and SHARED is not None): return
+    for step in ("train", "eval"):
+        try: SHARED_TIMES[step] = json.loads((SHARED.tmp/f"{step}.done").read_text())["seconds"]
+        except (FileNotFoundError, ValueError, KeyError): pass
     try: os.killpg(int((SHARED.tmp/"pid").read_text()), signal.SIGTERM)
     except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError): pass
     shutil.rmtree(SHARED.tmp, ignore_errors=True)
+
+def pytest_terminal_summary(terminalreporter):
+    "The shared run's own seconds, beside pytest's slowest tests: the tests that need it wait for it."
+    if SHARED_TIMES: terminalreporter.write_line("shared quick_test run: " + ", ".join(
+        f"{step} {secs} s" for step, secs in SHARED_TIMES.items()))
 
 @pytest.fixture(scope="session")
 def quick_run():
