@@ -30,6 +30,7 @@ LAYERS = [
     ("preflight", "what a config names exists on this machine (model, tokenizer, data)"),
     ("memory", "the memory plan; gradient checkpointing 'auto'"),
     ("fsdp", "sharding the 4-bit base over ranks with torch's FSDP2; the memory plan per rank"),
+    ("runtime", "a run's device, dtypes, precision, optimizer and checkpointing, decided once"),
     ("runs", "the Trainer subclass and what a run records"),
     ("train", "the training run"),
     ("evaluate", "measures, intervals, floors; loading a tuned adapter"),

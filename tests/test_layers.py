@@ -13,6 +13,12 @@ def test_imports_keep_to_the_layers():
     assert ig.problems(g) == []
     assert ig.cycles(g) == []
 
+def test_the_readme_shows_the_graph_as_it_is():
+    # index.ipynb's saved output: stale when a module's imports change and the notebook is not run again
+    readme = (ROOT/"README.md").read_text(encoding="utf-8")
+    assert ig.table(ig.graph()) in readme, ("README.md's layer table differs from scripts/import_graph.py: run "
+                                            "scripts/execute_nbs.py nbs/index.ipynb, then scripts/make_readme.py")
+
 def test_the_checks_are_able_to_fail(tmp_path):
     # a package where a (lower) imports b (higher) inside a function, and b imports a: an upward import and a cycle
     (tmp_path/"a.py").write_text("def f():\n    from wronai.b import x\n")

@@ -132,19 +132,19 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     `CpuDropout` (TRL's always do); `dropout_seed`: seed torch as the first step begins; `profile`: run torch's
     profiler over the last `profile` steps (untimed) and report each operator's seconds per step."""
     from transformers import set_seed
-    from wronai.models import pick_device
     from wronai.runs import PeakMemory, WronaiTrainer, anon_mb
+    from wronai.runtime import decide
     from wronai.lora_cpu import cpu_dropout
     from wronai.train import lean_cpu_malloc, setup, training_arguments
     import trl                                                                  # noqa: F401 (both processes start from the same imports)
-    device = pick_device(cfg.hardware.device)
-    runtime = anon_mb()
+    rt = decide(cfg)
+    device, before_mb = rt.device, anon_mb()
     set_seed(cfg.training.seed)
-    s = setup(cfg, trainable_rows=False, device=device)
+    s = setup(cfg, trainable_rows=False, rt=rt)
     # TRL gets peft's model as peft makes it: nn.Dropout
     if torch_dropout or kind in TRL_SIDES: cpu_dropout(s.model, on=False)
     out = Path(tempfile.mkdtemp(prefix=f"wronai-bench-{kind}-"))
-    args, _, _ = training_arguments(cfg, out, max_steps=steps, device=device)
+    args, _, _ = training_arguments(cfg, out, max_steps=steps, rt=rt)
     args = replace(args, eval_strategy="no", save_strategy="no", report_to=[], logging_steps=1)
     timer, prof = StepTimes(), _Profile(steps - profile) if profile else None
     extra = ([_Reseed(dropout_seed)] if dropout_seed is not None else []) + ([prof] if prof else [])
@@ -167,7 +167,7 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     # wronai: scored positions; TRL: every real one
     head = [b["scored"] if kind == "wronai" else sum(b["lengths"]) for b in batches]
     flops = sum(step_flops(sh, targets, cfg.lora.r, batches[i]["lengths"], head[i], ckpt) for i in timed)
-    mem = peak.peak if device == "cuda" or peak.peak is None else peak.peak - runtime
+    mem = peak.peak if device == "cuda" or peak.peak is None else peak.peak - before_mb
     return {"real_tokens_per_s": real / secs, "real_token_share": real / sum(batches[i]["padded"] for i in timed),
             "peak_memory_mb": mem, "final_loss": sum(timer.losses[-5:]) / len(timer.losses[-5:]),
             "flops_per_s": flops / secs,

@@ -222,11 +222,12 @@ def cpu_packing(model, enabled):
     return model
 
 # %% ../nbs/03_quantization.ipynb #67ab3b53
-def bnb_config(q, device):
-    "A `BitsAndBytesConfig` from a config's `quantization` section, for `device`; None when nothing is quantized."
+def bnb_config(q, device, compute=None):
+    """A `BitsAndBytesConfig` from a config's `quantization` section, for `device` (`compute`: the 4-bit products'
+    dtype where a run's `Runtime` decided it, 06a_runtime); None when nothing is quantized."""
     from transformers import BitsAndBytesConfig
     if not (q.load_in_4bit or q.load_in_8bit): return None
-    compute, _ = pick_dtype(q.bnb_4bit_compute_dtype, device)
+    compute = compute or pick_dtype(q.bnb_4bit_compute_dtype, device)[0]
     # every allowed value names a torch dtype
     storage = getattr(torch, q.bnb_4bit_quant_storage)
     return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit,
@@ -256,13 +257,18 @@ def _ram_mib():
     "Physical memory of this machine in MiB."
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MiB
 
-def load_quantized(cfg, cache=None, device=None):
-    """The base model of `cfg` loaded with its quantization and hardware settings on `device` (default: as
-    `hardware.device` picks), in the layout training needs."""
+def load_quantized(cfg, cache=None, device=None, rt=None):
+    """The base model of `cfg` loaded with its quantization and hardware settings, in the layout training needs: on the
+    device and in the dtypes of `rt`, a run's `Runtime` (06a_runtime), or without one on `device` (default: as
+    `hardware.device` picks)."""
     from transformers import AutoModelForCausalLM
-    device = device or pick_device(cfg.hardware.device)
-    dtype, _ = pick_dtype(cfg.model.dtype, device)
-    qc = bnb_config(cfg.quantization, device)
+    if rt is not None and device not in (None, rt.device):
+        raise ValueError(f"load_quantized: device {device!r} and the runtime's {rt.device!r} disagree; give one")
+    if rt is not None: device, dtype, compute = rt.device, rt.dtype, rt.compute_dtype
+    else:
+        device = device or pick_device(cfg.hardware.device)
+        (dtype, _), compute = pick_dtype(cfg.model.dtype, device), None
+    qc = bnb_config(cfg.quantization, device, compute)
     kw = placement(cfg.hardware, device, device_map=cfg.model.device_map)
     if qc is not None and cfg.hardware.cpu_offload and device == "cuda": qc.llm_int8_enable_fp32_cpu_offload = True
     try:

@@ -15,7 +15,7 @@ from transformers import TrainingArguments, set_seed
 
 from .data import PackedCollator, load_data, pack, pad_collator, perplexity
 from .lora import add_lora, trainable_report
-from .models import PACKAGED, MiB, model_path, pick_device, pick_optim, pick_precision
+from .models import PACKAGED, MiB, model_path
 from .quant import cpu_flags, load_quantized
 from .runs import (NonFiniteLoss, StopOnInterrupt, Throughput, WronaiTrainer, adapter_checksum, latest_checkpoint,
                          PeakMemory)
@@ -23,7 +23,7 @@ from .tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
 from .config import ConfigError, load_config, repo_path
 from .fsdp import launch_problems
 from .preflight import check
-from .memory import checkpointing, resolve_checkpointing
+from .runtime import decide
 
 log = logging.getLogger("wronai.train")
 
@@ -63,16 +63,13 @@ def reporters(mon, output_dir):
     return report or ["none"], env, notes
 
 # %% ../nbs/06_training.ipynb #355d8fc7
-def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
-    """`(TrainingArguments, env, notes)` for a `WronaiConfig` on `device`; the notes say where the recipe was adapted to
-    the device."""
-    t, device = cfg.training, device or pick_device(cfg.hardware.device)
-    ckpt, _ = checkpointing(cfg, device)
-    out = Path(output_dir or t.output_dir)
-    optim, n1 = pick_optim(t.optim, device)
-    prec, n2 = pick_precision(t.precision, device)
+def training_arguments(cfg, output_dir=None, max_steps=None, rt=None):
+    """`(TrainingArguments, env, notes)` for a `WronaiConfig` with the device, precision, optimizer and checkpointing of
+    `rt`, the run's `Runtime` (default: `decide(cfg)`, 06a_runtime); the notes say where the recipe was adapted."""
+    t, rt = cfg.training, rt or decide(cfg)
+    device, out = rt.device, Path(output_dir or t.output_dir)
     report, env, notes = reporters(cfg.monitoring, out)
-    notes = [n for n in (n1, n2, *notes) if n]
+    notes = [*rt.notes, *notes]
     if device != "cuda" and (cfg.hardware.max_gpu_memory_mb or cfg.hardware.cpu_offload):
         notes.append("hardware.max_gpu_memory_mb and cpu_offload split layers between GPU "
                      f"and CPU; nothing to split on {device}")
@@ -85,8 +82,8 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
         gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
         # transformers 5: a float < 1 is a share of the steps
         lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
-        activation_checkpointing=ckpt, activation_checkpointing_kwargs={"use_reentrant": False},
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=rt.optim,
+        activation_checkpointing=rt.checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         train_sampling_strategy="group_by_length" if t.group_by_length and not cfg.data.packing else "random",
         logging_steps=t.logging_steps, logging_first_step=True, eval_strategy="steps", eval_steps=t.eval_steps,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
@@ -94,7 +91,7 @@ def training_arguments(cfg, output_dir=None, max_steps=None, device=None):
         greater_is_better=t.greater_is_better, dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=t.dataloader_pin_memory and device == "cuda", seed=t.seed, data_seed=t.seed,
         use_cpu=device == "cpu", report_to=report, run_name=cfg.monitoring.run_name or out.name,
-        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False, **prec)
+        include_num_input_tokens_seen="non_padding", ddp_find_unused_parameters=False, **rt.trainer_flags)
     return args, env, notes
 
 # %% ../nbs/06_training.ipynb #f1a89e4b
@@ -109,20 +106,20 @@ class Setup:
     new_token_ids: list
     data_report: object
 
-def setup(cfg, cache=None, trainable_rows=True, device=None, adapters=True):
+def setup(cfg, cache=None, trainable_rows=True, rt=None, adapters=True):
     """Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is
     False), tokenized data and a collator, on `device` (default: as `hardware.device` picks). `adapters=False`: a full
     fine-tune instead, every weight of an unquantized base trained (the reference LoRA is measured against, 06e)."""
     if not adapters and (cfg.quantization.load_in_4bit or cfg.quantization.load_in_8bit):
         raise ValueError("a full fine-tune trains every weight, which a quantized base cannot: set "
                          "quantization.load_in_4bit=false (and load_in_8bit=false)")
-    device = device or pick_device(cfg.hardware.device)                           # train() passes the one it picked
-    # train() decided it already
-    if cfg.training.gradient_checkpointing == "auto": cfg, _ = resolve_checkpointing(cfg, device)
+    # train() passes the one it decided (06a_runtime); checkpointing 'auto' settled in the config add_lora reads
+    rt = rt or decide(cfg)
+    cfg = rt.settle(cfg)
     tok = prepare_tokenizer(cfg, cache)
     # data first: a file with no usable rows fails before the model loads
     train, ev, report = load_data(cfg, tok, cache)
-    model = load_quantized(cfg, cache, device)
+    model = load_quantized(cfg, cache, rt=rt)
     new = resize_with_piece_mean(model, tok)
     if adapters: model = add_lora(model, cfg, token_indices(model, new) if new and trainable_rows else None)
     else:
@@ -174,16 +171,17 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     started, out = time.time(), Path(output_dir or cfg.training.output_dir)
     # what it names exists here (00b_preflight), before anything loads
     if preflight: check(cfg)
-    device = pick_device(cfg.hardware.device)
-    # under accelerate's FSDP: a GPU, and the 4-bit weights stored in the model's dtype (06f_fsdp)
-    if problems := launch_problems(cfg, device): raise ConfigError(problems)
     if not adapters and cfg.training.gradient_checkpointing == "auto":
         raise ValueError("training.gradient_checkpointing 'auto' asks the memory plan, which plans adapters; "
                          "set it true or false for a full fine-tune")
-    # 'auto': the memory plan decides (06c_memory)
-    given, (cfg, auto) = cfg, resolve_checkpointing(cfg, device)
+    # device, dtypes, precision, optimizer, checkpointing ('auto': the memory plan): asked once (06a_runtime)
+    rt = decide(cfg)
+    device, auto = rt.device, rt.why_checkpointing
+    # under accelerate's FSDP: a GPU, and the 4-bit weights stored in the model's dtype (06f_fsdp)
+    if problems := launch_problems(cfg, device): raise ConfigError(problems)
+    given, cfg = cfg, rt.settle(cfg)
     if lean_malloc and device == "cpu": lean_cpu_malloc()
-    args, env, notes = training_arguments(cfg, out, max_steps, device)
+    args, env, notes = training_arguments(cfg, out, max_steps, rt)
     # one process speaks; no logger is changed
     say = log.info if args.should_log else lambda *a: None
     if auto: say(auto)
@@ -200,7 +198,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         # LoRA's initial A matrices come from the RNG
         set_seed(cfg.training.seed)
         with args.main_process_first(desc="tokenizer, model and data"):
-            s = setup(cfg, cache, device=device, adapters=adapters)
+            s = setup(cfg, cache, rt=rt, adapters=adapters)
         say("trainable parameters: %s", trainable_report(s.model))
         say("data: %d training and %d validation examples; %s", len(s.train), len(s.eval), s.data_report)
         before_file = out/"eval_before.json"
@@ -224,7 +222,8 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
         after = perplexity(s.model, s.eval, s.collator, cfg.training.per_device_eval_batch_size)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     res = {"output_dir": str(out), "base_model": cfg.model.name, "method": "lora" if adapters else "full",
-           "device": device, "world_size": args.world_size, "trainable": trainable_report(s.model),
+           "device": device, "runtime": rt.record(), "world_size": args.world_size,
+           "trainable": trainable_report(s.model),
            "steps": trainer.state.global_step, "interrupted": stop.interrupted,
            "notes": notes + ([auto] if auto else []),
            "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
