@@ -44,7 +44,9 @@ def _sync():
     if torch.cuda.is_available(): torch.cuda.synchronize()
 
 
-def _mib(x): return round(x / 2**20, 1)
+def _mib(x):
+    from wronai.models import MiB
+    return round(x / MiB, 1)
 
 
 def env():

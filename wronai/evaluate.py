@@ -7,8 +7,8 @@ __all__ = ['log', 'DIACRITICS', 'POLISH_METRICS', 'N_BOOT', 'ROWS', 'LOWER_IS_BE
            'load_tuned', 'benchmark_rows', 'text_perplexity', 'stop_ids', 'generate_answers', 'normalize_answer',
            'exact_match', 'known_word_share', 'polish_share', 'diacritics_rate', 'word_accuracy', 'diacritics_accuracy',
            'ogonki_baseline', 'register_scores', 'text_metrics', 'bootstrap', 'ratio', 'ppl', 'item_stats', 'scored',
-           'floor_answers', 'shot_pool', 'few_shot_prompts', 'score_model', 'evaluate', 'report_table', 'plot_report',
-           'runs_table']
+           'floor_answers', 'shot_pool', 'few_shot_prompts', 'score_model', 'evaluate', 'interval_word', 'report_table',
+           'plot_report', 'runs_table']
 
 # %% ../nbs/07_eval.ipynb #eced29c6
 import difflib, json, logging, math, re
@@ -529,15 +529,19 @@ def _cell(side, key, fmt):
     ci = _get(side.get("ci95", {}), key)
     return fmt.format(v) + (f" ({fmt.format(ci[0])}–{fmt.format(ci[1])})" if ci else "")
 
+def interval_word(lo, hi, lower_is_better=False, tie="no difference shown"):
+    """What the 95% interval `[lo, hi]` of a difference says: 'better' or 'worse' only where it leaves out 0 (for a
+    measure where lower is better, a negative difference is the better one), else `tie`."""
+    # the interval of the gain, whichever way is better
+    g_lo, g_hi = (-hi, -lo) if lower_is_better else (lo, hi)
+    return "better" if g_lo > 0 else "worse" if g_hi < 0 else tie
+
 def _verdict(report, key, against="base"):
     """`(difference, [lo, hi], verdict)` of tuned minus a base side from the report's paired intervals, or None:
     'better' or 'worse' only where the interval excludes 0."""
     d = (report.get("difference") or {}).get(f"tuned-{against}")
     if not d or (v := _get(d["value"], key)) is None or (ci := _get(d["ci95"], key)) is None: return None
-    lower = (key if isinstance(key, str) else key[0]) in LOWER_IS_BETTER
-    # the interval of the gain, whichever way is better
-    g_lo, g_hi = (-ci[1], -ci[0]) if lower else tuple(ci)
-    return v, ci, "better" if g_lo > 0 else "worse" if g_hi < 0 else "no difference shown"
+    return v, ci, interval_word(*ci, (key if isinstance(key, str) else key[0]) in LOWER_IS_BETTER)
 
 def _diff(report, key, fmt, against="base"):
     "Tuned minus a base side, with its paired 95% interval and what the interval says: `+6.0 pts (+2.5–+9.5), better`."

@@ -332,10 +332,9 @@ def test_reports(json_dir=None):
 def verdict(a, b, path="exact_match/all"):
     """`(difference, (lo, hi), word)`: report `b` minus report `a` on `path` with its paired 95% interval (`paired`),
     and what the interval says of `b`: 'better' or 'worse' only where it leaves out 0, else 'within the noise'."""
-    from wronai.evaluate import LOWER_IS_BETTER
+    from wronai.evaluate import LOWER_IS_BETTER, interval_word
     d, (lo, hi) = paired(a, b, path)
-    g_lo, g_hi = (-hi, -lo) if path in LOWER_IS_BETTER else (lo, hi)
-    return d, (lo, hi), "better" if g_lo > 0 else "worse" if g_hi < 0 else "within the noise"
+    return d, (lo, hi), interval_word(lo, hi, path in LOWER_IS_BETTER, tie="within the noise")
 
 def _at(d, path):
     for k in path.split("/"): d = d.get(k) if isinstance(d, dict) else None
