@@ -17,7 +17,7 @@ class Runtime:
     "Where and how one run computes: made once from a config by `decide`, and handed to what builds and trains it."
     device: str                     # cuda, mps or cpu
     dtype: object                   # torch dtype of the weights that stay unquantized (model.dtype)
-    compute_dtype: object           # torch dtype 4-bit weights are dequantized to for their products
+    compute_dtype: object           # torch dtype 4-bit weights are dequantized to for their products; None unquantized
     precision: str                  # the Trainer's mixed precision: bf16, fp16 or fp32
     optim: str                      # the Trainer's optimizer
     checkpointing: bool             # gradient checkpointing, `auto` settled
@@ -37,8 +37,8 @@ class Runtime:
     def record(self):
         "A JSON-ready dict of the decisions (dtypes by name)."
         d = asdict(self)
-        return {**d, "dtype": str(self.dtype).removeprefix("torch."),
-                "compute_dtype": str(self.compute_dtype).removeprefix("torch."), "notes": list(self.notes)}
+        name = lambda dt: None if dt is None else str(dt).removeprefix("torch.")
+        return {**d, "dtype": name(self.dtype), "compute_dtype": name(self.compute_dtype), "notes": list(self.notes)}
 
 def decide(cfg, device=None, bf16_ok=None, limit_mib=None):
     """The `Runtime` of `cfg` here: `hardware.device` (or `device`, where the caller has decided it) asked once, then
@@ -47,7 +47,8 @@ def decide(cfg, device=None, bf16_ok=None, limit_mib=None):
     device = device or pick_device(cfg.hardware.device)
     if device == "cuda" and bf16_ok is None: bf16_ok = native_bf16()              # the one probe of the card
     dtype, _ = pick_dtype(cfg.model.dtype, device, bf16_ok)
-    compute, _ = pick_dtype(cfg.quantization.bnb_4bit_compute_dtype, device, bf16_ok)
+    q = cfg.quantization
+    compute = pick_dtype(q.bnb_4bit_compute_dtype, device, bf16_ok)[0] if q.load_in_4bit or q.load_in_8bit else None
     flags, why_prec = pick_precision(cfg.training.precision, device, bf16_ok)
     optim, why_optim = pick_optim(cfg.training.optim, device)
     ckpt, why_ckpt = checkpointing(cfg, device, limit_mib)

@@ -108,7 +108,8 @@ class Setup:
 
 def setup(cfg, cache=None, trainable_rows=True, rt=None, adapters=True):
     """Tokenizer with Polish tags, the base in NF4 with LoRA (and trainable new-token rows unless `trainable_rows` is
-    False), tokenized data and a collator, on `device` (default: as `hardware.device` picks). `adapters=False`: a full
+    False), tokenized data and a collator, on the device and in the dtypes of `rt`, the run's `Runtime` (default:
+    `decide(cfg)`, 06a_runtime). `adapters=False`: a full
     fine-tune instead, every weight of an unquantized base trained (the reference LoRA is measured against, 06e)."""
     if not adapters and (cfg.quantization.load_in_4bit or cfg.quantization.load_in_8bit):
         raise ValueError("a full fine-tune trains every weight, which a quantized base cannot: set "
