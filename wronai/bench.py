@@ -7,7 +7,7 @@ __all__ = ['BENCH_SETTINGS', 'TRL_SIDES', 'step_flops', 'matmul_peak', 'Counting
            'table']
 
 # %% ../nbs/06d_bench.ipynb #6401866f
-import json, subprocess, sys, tempfile, time
+import json, shutil, subprocess, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,7 +157,9 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
         trainer = _trl_trainer(s, args, steps, out, [timer, *extra], kind)
         counter = trainer.data_collator = CountingCollator(trainer.data_collator)
     else: raise ValueError(f"unknown trainer {kind!r}; wronai or one of {', '.join(TRL_SIDES)}")
-    with PeakMemory(device) as peak: trainer.train()
+    try:
+        with PeakMemory(device) as peak: trainer.train()
+    finally: shutil.rmtree(out, ignore_errors=True)              # the Trainer's working folder: nothing is saved there
     base = s.model.get_base_model()
     sh, ckpt = shape_of(base.config), bool(getattr(base, "is_activation_checkpointing", False))
     targets = list(sh.widths) if cfg.lora.target_modules == "all-linear" else cfg.lora.target_modules
