@@ -6,9 +6,9 @@
 __all__ = ['Runtime', 'decide']
 
 # %% ../nbs/06a_runtime.ipynb #a6e1b004
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
-from .memory import checkpointing
+from .memory import _with, checkpointing
 from .models import native_bf16, pick_device, pick_dtype, pick_optim, pick_precision
 
 # %% ../nbs/06a_runtime.ipynb #a6e1b006
@@ -32,7 +32,7 @@ class Runtime:
     def settle(self, cfg):
         "`cfg` with what it left open (`gradient_checkpointing: auto`) decided, for code that reads the config."
         if cfg.training.gradient_checkpointing == self.checkpointing: return cfg
-        return replace(cfg, training=replace(cfg.training, gradient_checkpointing=self.checkpointing))
+        return _with(cfg, "training", gradient_checkpointing=self.checkpointing)
 
     def record(self):
         "A JSON-ready dict of the decisions (dtypes by name)."
