@@ -78,8 +78,8 @@ def add_lora(model, cfg, trainable_token_indices=None):
     # the memory plan decides it, once per run, before the model is built
     if gc == "auto":
         raise ValueError("training.gradient_checkpointing is 'auto': decide it first with "
-                         "wronai.memory.resolve_checkpointing(cfg, device) "
-                         "(wronai.train.setup and train() do), or set true or false")
+                         "wronai.runtime.decide(cfg).settle(cfg) (wronai.train.setup and train() do) or "
+                         "wronai.memory.resolve_checkpointing(cfg, device), or set true or false")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         # the upcast; checkpointing below
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
