@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'READERS', 'BUILT', 'IGNORE', 'PREFIX_BROKEN', 'DataReport', 'read_dataset', 'held_out_split', 'source_problem',
            'normalize', 'clean', 'split', 'render', 'encode', 'tokenize', 'real_token_share', 'pack', 'PackedCollator',
-           'read_texts', 'encode_text', 'mix_texts', 'load_data', 'KindCollator', 'pad_collator', 'nll_rows',
-           'per_token', 'perplexity']
+           'read_texts', 'encode_text', 'mix_texts', 'load_data', 'KindCollator', 'pad_collator', 'scored_logits',
+           'nll_rows', 'per_token', 'perplexity']
 
 # %% ../nbs/05c_data.ipynb #df747900
 import logging, math, random, re
@@ -407,9 +407,28 @@ def pad_collator(tok):
     return KindCollator(DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=IGNORE))
 
 # %% ../nbs/05c_data.ipynb #0e2385fa
+def scored_logits(model, inputs, labels, head=None):
+    """`(logits, targets, rows)` for the positions of a batch whose next token is scored (`labels` not `IGNORE`): the
+    model runs on `inputs` as usual, but its output layer gets only those positions' hidden states (a hook gathers
+    them), so the batch's `(B, T, V)` logits are never made. `logits` `(N, V)`, `targets` `(N,)`, `rows` `(N,)`: the
+    example of each. `head`: the output layer, where `model` wraps the model that has it (DDP); a model without one
+    gives every position's logits, of which the same ones are kept."""
+    import torch
+    # (B, T): position t predicts a scored token t + 1
+    scored = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))
+    head = head if head is not None else model.get_output_embeddings()
+    if head is None: logits = model(**inputs).logits[scored]
+    else:
+        # (B, T, H) -> (1, N, H)
+        hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])
+        try: logits = model(**inputs).logits[0]
+        finally: hook.remove()
+    return logits, labels[:, 1:][scored[:, :-1]], scored.nonzero()[:, 0]
+
 def nll_rows(model, batches):
     """`[summed NLL, scored tokens]` of each sequence in `batches` (dicts of `input_ids`, `attention_mask`, `labels`;
-    `IGNORE` is not scored), in eval mode, without gradients."""
+    `IGNORE` is not scored), in eval mode, without gradients; the output layer runs on the scored positions alone
+    (`scored_logits`)."""
     import torch
     was, dev, rows = model.training, next(model.parameters()).device, []
     model.eval()
@@ -417,12 +436,11 @@ def nll_rows(model, batches):
         with torch.no_grad():
             for b in batches:
                 b = {k: v.to(dev) for k, v in b.items() if k != "kind"}
-                labels = b.pop("labels")[:, 1:]                                    # token t predicts token t+1
-                logits = model(**b).logits[:, :-1].float()                         # (B, T-1, V)
-                # (B, T-1), 0 where ignored
-                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
-                                                        reduction="none")
-                rows += [list(r) for r in zip(nll.sum(1).tolist(), (labels != IGNORE).sum(1).tolist())]
+                labels = b.pop("labels")
+                logits, targets, row = scored_logits(model, b, labels)              # (N, V), (N,), (N,)
+                nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+                sums = torch.zeros(len(labels), dtype=nll.dtype, device=dev).index_add_(0, row, nll)
+                rows += [list(r) for r in zip(sums.tolist(), (labels[:, 1:] != IGNORE).sum(1).tolist())]
     finally: model.train(was)
     return rows
 
@@ -432,7 +450,12 @@ def per_token(rows):
     return {"loss": nll / n, "perplexity": math.exp(nll / n), "tokens": n}
 
 def perplexity(model, examples, collator, batch_size=8, per_example=False):
-    """Per-token loss and perplexity over the label tokens of `examples`, `batch_size` at a time through `collator`.
-    `per_example`: also each example's `[summed NLL, tokens]` (for intervals, 07_eval)."""
-    rows = nll_rows(model, (collator(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)))
+    """Per-token loss and perplexity over the label tokens of `examples`, `batch_size` at a time through `collator`, in
+    batches of similar length (less padding). `per_example`: also each example's `[summed NLL, tokens]`, in the order of
+    `examples` (for intervals, 07_eval)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    got = nll_rows(model, (collator([examples[j] for j in order[i:i + batch_size]])
+                           for i in range(0, len(order), batch_size)))
+    rows = [None] * len(examples)
+    for j, r in zip(order, got): rows[j] = r
     return {**per_token(rows), **({"per_example": rows} if per_example else {})}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .data import IGNORE
+from .data import IGNORE, scored_logits
 from .models import MiB
 from .quant import packed_layers
 
@@ -90,21 +90,16 @@ class WronaiTrainer(Trainer):
     def _scored_loss(self, model, head, inputs, num_items_in_batch):
         """The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states
         (a hook gathers them)."""
-        labels = inputs["labels"]
-        # (B, T): position t predicts a scored token t + 1
-        scored = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))
-        # (B, T, H) -> (1, N, H)
-        hook = head.register_forward_pre_hook(lambda m, args: (args[0][scored][None],) + args[1:])
-        try: out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        finally: hook.remove()
-        logits, targets = out.logits[0], labels[:, 1:][scored[:, :-1]]        # (N, V), (N,)
+        # (N, V), (N,), (N,): 05c_data
+        logits, targets, rows = scored_logits(model, {k: v for k, v in inputs.items() if k != "labels"},
+                                              inputs["labels"], head)
         nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
         # as the model's own loss: over the whole accumulated batch
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             loss = nll / num_items_in_batch
             if self.args.average_tokens_across_devices: loss = loss * self.accelerator.num_processes
         else: loss = nll / targets.numel()
-        return loss, scored.nonzero()[:, 0], logits, targets
+        return loss, rows, logits, targets
 
     @torch.no_grad()
     def _count_kinds(self, logits, targets, kinds, rows=None):
