@@ -98,24 +98,6 @@ def test_eval_scores_held_out_prose_for_base_and_tuned(quick_eval):
         rep["tuned"]["prose_perplexity"],
     )
 
-def test_eval_scores_diacritics_beside_the_ogonki_baseline(quick_test, tmp_path):
-    """polish-prose-tasks: diakrytyki scored word by word for base and tuned, and ogonki, the specialised baseline, on
-    the same sentences."""
-    import shutil
-    if shutil.which("apt-get") is None: pytest.skip("no apt-get: polish-prose-tasks is not built here")
-    run(*WRONAI, "eval", "--config", "configs/quick_test.yaml", "--adapter", quick_test, "--json",
-        tmp_path/"tasks.json", "--plot", tmp_path/"tasks.png",
-        "--set", "evaluation.benchmark_sets=[polish-prose-tasks-test]", "--set", "evaluation.metrics=[exact_match]",
-        "--set", "evaluation.max_examples=12",
-        # enough words to score restored letters on
-        "--set", "evaluation.max_new_tokens=16")
-    rep = json.loads((tmp_path/"tasks.json").read_text())
-    og = rep["ogonki"]
-    assert og["items"] > 0 and {"diakrytyki", "ciag_dalszy"} <= set(rep["tuned"]["exact_match"]), rep["tuned"]
-    for side in ("base", "tuned"): assert 0 <= rep[side]["diacritics_accuracy"] <= 1, rep[side]
-    # ogonki restores: better than the input as it is
-    assert og["input_unchanged"] < og["diacritics_accuracy"] <= 1, og
-
 
 def chat(adapter, *args, stdin=None):
     "stdout of `wronai chat --adapter ADAPTER *args`, with `stdin` piped in."
