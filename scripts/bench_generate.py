@@ -34,7 +34,7 @@ def main(argv=None):
     from wronai.evaluate import benchmark_rows
     from wronai.infer import generation_speed, load_adapter, merge, prompt_for
     from wronai.models import load_model
-    from wronai.quant import _has_fused, cpu_flags, cpu_packing
+    from wronai.quant import has_fused_cpu_kernel, cpu_flags, cpu_packing
     from transformers import AutoTokenizer
     try: cfg, tok, nf4 = load_adapter(a.adapter)
     except FileNotFoundError as e: ap.exit(2, f"bench_generate: {e}\n")
@@ -45,7 +45,7 @@ def main(argv=None):
     models = {"NF4 base + adapter": (nf4, tok)}
     dev = next(nf4.parameters()).device
     # its fused 4-bit CPU kernel needs AVX512-BF16
-    fused = dev.type == "cpu" and _has_fused()
+    fused = dev.type == "cpu" and has_fused_cpu_kernel()
     if fused: models["NF4 base + adapter, standard layout"] = (cpu_packing(load_adapter(a.adapter)[2], False), tok)
     models["full base + adapter"] = (full, ftok)
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,9 +23,9 @@ def main(argv=None):
     from wronai.config import load_config
     from wronai.data import pad_collator, perplexity, tokenize
     from wronai.evaluate import benchmark_rows, generate_answers, load_tuned
-    from wronai.quant import _has_fused, cpu_flags
+    from wronai.quant import has_fused_cpu_kernel, cpu_flags
     print(cpu_flags(), f"{torch.get_num_threads()} threads")
-    if not _has_fused():
+    if not has_fused_cpu_kernel():
         print("no fused 4-bit CPU kernel on this CPU (it needs AVX512-BF16): nothing to compare")
         return
     cfg = load_config(str(a.config or Path(a.adapter)/"wronai.yaml"), [f"evaluation.max_examples={a.examples}"])

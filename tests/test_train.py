@@ -108,7 +108,7 @@ AS_ON_AVX512BF16 = """
 import json, sys
 from wronai import train as T
 from wronai.cli import main
-from wronai.quant import _has_fused, as_on_avx512bf16, linear4bit_layers, packed_layers
+from wronai.quant import has_fused_cpu_kernel, as_on_avx512bf16, linear4bit_layers, packed_layers
 seen, step = [], T.WronaiTrainer.training_step
 def probe(self, model, *a, **k):
     layers = linear4bit_layers(model)
@@ -116,7 +116,7 @@ def probe(self, model, *a, **k):
     return step(self, model, *a, **k)
 T.WronaiTrainer.training_step = probe
 with as_on_avx512bf16(): code = main(["train", *sys.argv[2:]])
-json.dump({"steps": seen, "real_kernel": _has_fused()}, open(sys.argv[1], "w"))
+json.dump({"steps": seen, "real_kernel": has_fused_cpu_kernel()}, open(sys.argv[1], "w"))
 sys.exit(code)
 """
 

@@ -6,8 +6,8 @@
 __all__ = ['log', 'NF4_OFFSET', 'KERNEL_FLAGS', 'nf4_levels', 'quantize_nf4', 'dequantize_nf4', 'double_quantize',
            'double_dequantize', 'scale_bits', 'int4_roundtrip', 'linear_shapes', 'param_counts', 'memory_table',
            'kernels_line_explained', 'import_bnb', 'unpack_cpu_layout', 'fused_cpu_gemm', 'cpu_flags',
-           'as_on_avx512bf16', 'linear4bit_layers', 'packed_layers', 'cpu_packing', 'bnb_config', 'placement',
-           'load_quantized']
+           'has_fused_cpu_kernel', 'as_on_avx512bf16', 'linear4bit_layers', 'packed_layers', 'cpu_packing',
+           'bnb_config', 'placement', 'load_quantized']
 
 # %% ../nbs/03_quantization.ipynb #73cf72ac
 import contextlib, importlib, logging, math, os, sys
@@ -174,7 +174,7 @@ def cpu_flags():
     flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
     return {"model": model, "flags": sorted(f for f in flags if f in KERNEL_FLAGS)}
 
-def _has_fused():
+def has_fused_cpu_kernel():
     "True where bitsandbytes' fused 4-bit CPU kernel runs (the CPU has AVX512-BF16)."
     bf = import_bnb("bitsandbytes.functional")
     return bool(getattr(bf, "has_avx512bf16", lambda: False)())
@@ -184,7 +184,7 @@ def as_on_avx512bf16():
     """bitsandbytes as on a CPU with AVX512-BF16: layers it builds may pack, and `fused_cpu_gemm` stands in for a
     missing fused kernel."""
     bf, bm = import_bnb("bitsandbytes.functional"), import_bnb("bitsandbytes.nn.modules")
-    if _has_fused(): yield; return                                 # the real thing
+    if has_fused_cpu_kernel(): yield; return                       # the real thing
     lib = torch.library.Library("bitsandbytes", "IMPL")            # the registration lives as long as `lib`
     torch.library.register_kernel("bitsandbytes::gemv_4bit", "cpu", fused_cpu_gemm, lib=lib)
     saved = bf.has_avx512bf16, bm.has_avx512bf16
@@ -206,7 +206,7 @@ def packed_layers(model):
 def cpu_packing(model, enabled):
     """`model` with bitsandbytes' CPU kernel layout allowed where the kernel exists (inference), or forbidden and undone
     (training)."""
-    on, undone = bool(enabled) and _has_fused(), []
+    on, undone = bool(enabled) and has_fused_cpu_kernel(), []
     for n, m in linear4bit_layers(model):
         m.support_avx512bf16_for_cpu = on                          # bitsandbytes' own switch, read at every forward
         if not on and getattr(m.weight.quant_state, "packing_format_for_cpu", False):
