@@ -87,6 +87,17 @@ class WronaiTrainer(Trainer):
         if kinds is not None and model.training: self._count_kinds(logits.detach(), targets, kinds, rows)
         return (loss, out) if return_outputs else loss
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's evaluation step; where only the loss is wanted (the evaluation during training), with logits
+        only where it is scored, as in training: each batch's mean over its scored tokens."""
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        if not prediction_loss_only or head is None or inputs.get("labels") is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs({k: v for k, v in inputs.items() if k != "kind"})
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self._scored_loss(model, head, inputs, None)[0]
+        return loss.detach().mean(), None, None
+
     def _scored_loss(self, model, head, inputs, num_items_in_batch):
         """The model's own loss with logits only for the scored tokens: the output layer gets just their hidden states
         (a hook gathers them)."""
