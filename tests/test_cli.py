@@ -113,7 +113,9 @@ def test_memory_refuses_bad_input(args, named):
 @pytest.mark.parametrize("args,named",
                          [(["--steps", "0"], "--steps"), (["--steps", "3", "--warmup", "3"], "warm-up steps"),
                                         (["--set", "training.gradient_accumulation_steps=4"],
-                                         "gradient_accumulation_steps")])
+                                         "gradient_accumulation_steps"),
+                          (["--sides", "wronai,unsloth"], "needs a CUDA GPU"),
+                          (["--sides", "trl_grouped"], "must include wronai")])
 def test_bench_refuses_bad_input_before_any_run(args, named):
     r = wronai("bench", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)

@@ -108,6 +108,17 @@ def test_make_test_gpu_says_it_needs_cuda_without_a_traceback():
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_make_bench_cuda_says_it_needs_cuda_and_writes_nothing():
+    "#37's GPU bench (wronai, TRL and Unsloth), run through make as a user would, on a machine without CUDA."
+    out = ROOT/"benchmarks"/"bench_cuda.json"
+    before = out.stat().st_mtime_ns if out.exists() else None
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run(["make", "--no-print-directory", "bench-cuda", f"PY={sys.executable}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "measures trainers on a CUDA GPU" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and (out.stat().st_mtime_ns if out.exists() else None) == before
+
+
 def test_the_gpu_script_writes_a_row_per_notebook_and_precision(tmp_path):
     "scripts/test_gpu.py's plumbing on the CPU (--cpu): a passing and a failing notebook, each row in the JSON."
     good = _notebook(tmp_path/"good.ipynb", "import torch\nassert torch.ones(2).sum() == 2")

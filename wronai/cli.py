@@ -200,7 +200,8 @@ def _bench(args):
     if importlib.util.find_spec("trl") is None:
         return fail("wronai bench runs TRL's SFTTrainer beside wronai's: pip install 'trl>=1.16,<2'", 2)
     from wronai.bench import bench, table
-    try: res = bench(args.config, args.steps, args.warmup, args.set, args.json)
+    sides = [k.strip() for k in args.sides.split(",") if k.strip()] if args.sides else None
+    try: res = bench(args.config, args.steps, args.warmup, args.set, args.json, sides)
     except RuntimeError as e: return fail(str(e), 1)
     print(table(res))
     if args.json: print(f"written to {args.json}")
@@ -218,6 +219,9 @@ def _add_bench(sub):
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key for both, e.g. training.per_device_train_batch_size=4")
+    p.add_argument("--sides", default=None, metavar="A,B,...",
+                   help="which trainers, comma-separated: wronai, trl, trl_grouped, trl_packed, unsloth (CUDA only); "
+                        "default: all that can run here")
     p.set_defaults(func=_bench)
 
 # %% ../nbs/09_cli.ipynb #9c04a95d
