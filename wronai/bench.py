@@ -310,6 +310,8 @@ def table(res):
     failed."""
     sides = [k for k in SIDES if k in res and "error" not in res[k]]
     failed = [k for k in SIDES if k in res and "error" in res[k]]
+    lines = [f"{k} did not run: {res[k]['error'].strip().splitlines()[-1]}" for k in failed]
+    if "wronai" not in sides: return "\n\n".join(lines)                    # no speedup to show without wronai's run
     rows = [("real tokens/s (after warm-up)", "{real_tokens_per_s:.0f}"),
             ("real (non-padding) share of the tokens", "{real_token_share:.0%}"),
             ("peak memory above the runtime (MiB)" if res["device"] != "cuda" else "peak allocated memory (MiB)",
@@ -326,4 +328,4 @@ def table(res):
                      + [f"| {name} | " + " | ".join(fmt.format(**res[k]) for k in sides) + " |" for name, fmt in rows]
                      + ["| **wronai's speedup** (real tokens/s) | 1x | "
                         + " | ".join(f"**{w / res[k]['real_tokens_per_s']:.2f}x**" for k in sides[1:]) + " |"]
-                     + [f"\n{k} did not run: {res[k]['error'].strip().splitlines()[-1]}" for k in failed])
+                     + [f"\n{line}" for line in lines])
