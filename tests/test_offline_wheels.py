@@ -46,3 +46,13 @@ def test_bad_arguments_are_named_without_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "scripts/offline_wheels.py", "--out", str(tmp_path/"w")], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--have is required" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_data_travels_whole_or_is_refused_by_name(tmp_path):
+    cache, out = tmp_path/"cache", tmp_path/"out"
+    for d in ow.DATA: (cache/d/"x").mkdir(parents=True); (cache/d/"x"/"f.txt").write_text(d * 10)
+    assert ow.copy_data(out, 10_000, cache) == sum(len(d) * 10 for d in ow.DATA)
+    assert sorted(p.name for p in (out/"data").iterdir()) == sorted(ow.DATA)
+    with pytest.raises(ValueError, match="more than a folder holds"): ow.copy_data(tmp_path/"o2", 10, cache)
+    (cache/"debian"/"x"/"f.txt").unlink(); (cache/"debian"/"x").rmdir(); (cache/"debian").rmdir()
+    with pytest.raises(ValueError, match="holds no debian"): ow.copy_data(tmp_path/"o3", 10_000, cache)
