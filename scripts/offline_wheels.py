@@ -67,14 +67,14 @@ def target_env(python):
     return env
 
 
-def wheel_requires(whl, env):
-    "The requirements a wheel declares that apply on `env` with no extras."
+def wheel_requires(whl, env, extras=()):
+    "The requirements a wheel declares that apply on `env`, with its `extras` asked for."
     with zipfile.ZipFile(whl) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         msg = email.parser.Parser().parsestr(z.read(meta).decode())
     out = []
     for r in map(Requirement, msg.get_all("Requires-Dist") or []):
-        if r.marker is None or r.marker.evaluate({**env, "extra": ""}): out.append(r)
+        if r.marker is None or any(r.marker.evaluate({**env, "extra": e}) for e in ("", *extras)): out.append(r)
     return out
 
 
@@ -106,23 +106,29 @@ def resolve(roots, have, python, dest, no_deps=(), skip=()):
     (roots come first)."""
     env, chosen, todo = target_env(python), {}, [(Requirement(r), "wronai") for r in roots]
     no_deps = {canonicalize_name(Requirement(r).name) for r in no_deps}
-    skip = {canonicalize_name(n) for n in skip}
+    skip, extras = {canonicalize_name(n) for n in skip}, {}       # extras: those followed so far, by name
     while todo:
-        want = {}
+        want, more = {}, []
         for r, by in todo:
             n = canonicalize_name(r.name)
+            if n in chosen and n not in no_deps and set(r.extras) - extras[n]:   # a chosen wheel, asked for extras
+                new = set(r.extras) - extras[n]
+                extras[n] |= new
+                more += [(q, chosen[n].name) for q in wheel_requires(chosen[n], env, new)]
+            if n in want: want[n].extras |= r.extras
             if n in chosen or n in want or n in skip: continue
             if n in have and (have[n] is None or r.specifier.contains(Version(have[n]), prereleases=True)): continue
             want[n] = r
             print(f"  {r} (for {by})", flush=True)
-        todo = []
-        if not want: break
+        todo = more
+        if not want: continue
         with tempfile.TemporaryDirectory() as tmp:
             download([f"{r.name}{r.specifier}" for r in want.values()], python, tmp)
             for whl in Path(tmp).glob("*.whl"):
                 n = _name_of(whl)
                 chosen[n] = Path(shutil.move(str(whl), dest/whl.name))
-                if n not in no_deps: todo += [(q, whl.name) for q in wheel_requires(chosen[n], env)]
+                extras[n] = set(getattr(want.get(n), "extras", ()))
+                if n not in no_deps: todo += [(q, whl.name) for q in wheel_requires(chosen[n], env, extras[n])]
     return chosen
 
 
@@ -205,6 +211,11 @@ def main(argv=None):
     if a.data:
         try: folders.append((out/"data", copy_data(out, int(a.max_mib * 2**20))))
         except ValueError as e: print(e, file=sys.stderr); return 1
+        # the last folder of wheels rides with the data where both fit: one carry fewer
+        (last, n), (data, m) = folders[-2] if len(folders) > 1 else (None, None), folders[-1]
+        if last and n + m <= a.max_mib * 2**20 and not any(".part" in p.name for p in last.iterdir()):
+            for f in list(last.iterdir()): shutil.move(str(f), data/f.name)
+            last.rmdir(); folders[-2:] = [(data, n + m)]
     plan = {"python": a.python, "wheels": sorted(p.name for d, _ in folders for p in d.glob("*.whl*")),
             "folders": [{"folder": str(d), "mib": round(n / 2**20, 1)} for d, n in folders]}
     (out/"plan.json").write_text(json.dumps(plan, indent=1) + "\n")

@@ -56,3 +56,14 @@ def test_data_travels_whole_or_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="more than a folder holds"): ow.copy_data(tmp_path/"o2", 10, cache)
     (cache/"debian"/"x"/"f.txt").unlink(); (cache/"debian"/"x").rmdir(); (cache/"debian").rmdir()
     with pytest.raises(ValueError, match="holds no debian"): ow.copy_data(tmp_path/"o3", 10_000, cache)
+
+
+def test_a_wheels_requirements_follow_the_target_and_the_extras_asked_for(tmp_path):
+    import zipfile
+    whl = tmp_path/"demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+                   "Requires-Dist: always\nRequires-Dist: onwin; sys_platform == 'win32'\n"
+                   "Requires-Dist: old; python_version < '3.10'\nRequires-Dist: country; extra == 'pycountry'\n")
+    names = lambda extras: sorted(r.name for r in ow.wheel_requires(whl, ow.target_env("3.12"), extras))
+    assert names(()) == ["always"] and names(("pycountry",)) == ["always", "country"]
