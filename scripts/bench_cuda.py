@@ -137,6 +137,22 @@ def random_model_dir(config, tokenizer_dir, out, dtype):
     return n
 
 
+def mistral_shape(tiny):
+    "Mistral-7B-v0.1's shape (transformers' `MistralConfig` defaults), or toy dimensions of it with `tiny`."
+    from transformers import MistralConfig
+    config = MistralConfig()
+    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
+                                num_key_value_heads=2))
+    return config
+
+
+def mistral_dir(tok_dir, work, tiny):
+    "The random Mistral-7B-shaped model's folder in `work`, built by the first part that asks for it."
+    mdir = Path(work)/"mistral-random"
+    if not (mdir/"config.json").exists(): random_model_dir(mistral_shape(tiny), tok_dir, mdir, torch.bfloat16)
+    return mdir
+
+
 def train_small(small, work, tiny):
     "`wronai.train.train` in bf16 and fp16 on a random SmolLM2-shaped model, then greedy answers from the adapter."
     import bitsandbytes as bnb
@@ -193,7 +209,6 @@ def _finite(x): return x == x and abs(x) != float("inf")
 def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     """Reference-recipe training steps on a random Mistral-7B-shaped model: load, then peak memory and speed for each
     plan."""
-    from transformers import MistralConfig
     from wronai.bench import StepTimes
     from wronai.config import load_config
     from wronai.data import pad_collator
@@ -203,10 +218,7 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
     from wronai.runs import WronaiTrainer
     from wronai.tokens import prepare_tokenizer, resize_with_piece_mean, token_indices
     from wronai.train import training_arguments
-    # its defaults are Mistral-7B-v0.1's shape
-    config = MistralConfig()
-    if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
-                                num_key_value_heads=2))
+    config = mistral_shape(tiny)
     mdir = Path(work)/"mistral-random"
     t = time.time()
     n = random_model_dir(config, tok_dir, mdir, torch.bfloat16)
@@ -274,15 +286,9 @@ def mistral7b(tok_dir, work, tiny, deadline, plans=PLANS):
 def recipe_data(tok_dir, work, tiny, steps=8):
     """`wronai.train.train` itself with configs/default.yaml on the random Mistral-7B shape: its data, sequence length,
     batch and accumulation, as a user runs it."""
-    from transformers import MistralConfig
     from wronai.config import load_config
     from wronai.train import train
-    mdir = Path(work)/"mistral-random"
-    if not (mdir/"config.json").exists():
-        config = MistralConfig()
-        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
-                                    num_key_value_heads=2))
-        random_model_dir(config, tok_dir, mdir, torch.bfloat16)
+    mdir = mistral_dir(tok_dir, work, tiny)
     cfg = load_config(ROOT/"configs/default.yaml",
                       [f"model.name={mdir}", "monitoring.report_to=[]", "training.eval_steps=1000",
                                                     "training.save_steps=1000", "training.logging_steps=1",
@@ -304,14 +310,8 @@ def recipe_data(tok_dir, work, tiny, steps=8):
 def trainers(tok_dir, work, tiny, steps=30):
     """`wronai.bench.bench` on the quick_test work with the packaged SmolLM2 and with a random Mistral-7B-shaped
     model: every side that can run here (`pick_sides`), failures recorded."""
-    from transformers import MistralConfig
     from wronai.bench import bench
-    mdir = Path(work)/"mistral-random"
-    if not (mdir/"config.json").exists():
-        config = MistralConfig()
-        if tiny: config.update(dict(num_hidden_layers=2, hidden_size=128, intermediate_size=448, num_attention_heads=4,
-                                    num_key_value_heads=2))
-        random_model_dir(config, tok_dir, mdir, torch.bfloat16)
+    mdir = mistral_dir(tok_dir, work, tiny)
     # --tiny: a few steps of small batches, to check the plumbing (on a CPU too)
     short = ["training.per_device_train_batch_size=2", "data.max_examples=64", "data.max_eval_examples=8"]
     steps, warmup, more = (4, 2, short) if tiny else (steps, 3, [])
