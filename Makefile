@@ -30,7 +30,7 @@ test-slow: install  ## the notebooks with their `#| slow` cells too (the full-le
 test-gpu:  ## on a CUDA machine, after `make install`: every notebook with its `#| gpu` cells, in bf16 and in a T4's fp16, and `pytest -m gpu`; writes benchmarks/notebooks_cuda.json (under 8 minutes on an H100/H200)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/test_gpu.py --json benchmarks/notebooks_cuda.json
 
-bench-cuda:  ## on a CUDA machine, after `make install` and `pip install unsloth`: make bench's trainers and Unsloth on the packaged SmolLM2 and a Mistral-7B-shaped random model; writes benchmarks/bench_cuda.json (under 8 minutes on an H100/H200)
+bench-cuda:  ## on a CUDA machine, after `pip install unsloth && make install` (that order: Unsloth pins older transformers and TRL): make bench's trainers and Unsloth on the packaged SmolLM2 and a Mistral-7B-shaped random model; writes benchmarks/bench_cuda.json (under 8 minutes on an H100/H200)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) scripts/bench_cuda.py --parts trainers --json benchmarks/bench_cuda.json
 
 CONFIG ?= configs/quick_test.yaml

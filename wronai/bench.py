@@ -250,7 +250,8 @@ def pick_sides(sides, device):
         raise ValueError(f"bench: the unsloth side needs a CUDA GPU (Unsloth's kernels are Triton's); this run is on "
                          f"{device}")
     if UNSLOTH in sides and not has_unsloth:
-        raise ValueError("bench: the unsloth side needs Unsloth: pip install unsloth")
+        raise ValueError("bench: the unsloth side needs Unsloth: pip install unsloth && make install (Unsloth pins "
+                         "older transformers and TRL than wronai needs; make install brings wronai's back)")
     return sides
 
 def bench(config, steps=30, warmup=3, overrides=(), json_path=None, sides=None, keep_going=False):
