@@ -143,7 +143,9 @@ def run_one(kind, cfg, steps=30, warmup=3, torch_dropout=False, dropout_seed=Non
     process; what `bench` reports of the run. `torch_dropout`: wronai's adapters keep peft's `nn.Dropout` instead of
     `CpuDropout` (TRL's always do); `dropout_seed`: seed torch as the first step begins; `profile`: run torch's
     profiler over the last `profile` steps (untimed) and report each operator's seconds per step."""
-    if kind == UNSLOTH: import unsloth                                          # noqa: F401 (first: it patches what follows)
+    # Unsloth patches transformers, peft and TRL as it is imported, so it comes first: a bench process (`_child`)
+    # has imported none of them before this line
+    if kind == UNSLOTH: import unsloth                                          # noqa: F401
     from transformers import set_seed
     from wronai.runs import PeakMemory, WronaiTrainer, anon_mb
     from wronai.runtime import decide
@@ -281,9 +283,7 @@ def bench(config, steps=30, warmup=3, overrides=(), json_path=None, sides=None, 
            "versions": {p: md.version(p) for p in packages},
            "matmul_peak_flops": matmul_peak(device)}
     for kind in sides:
-        # Unsloth patches transformers, peft and TRL as it is imported, so it comes first in its process
-        first = "import unsloth; " if kind == UNSLOTH else ""
-        cmd = [sys.executable, "-c", first + "from wronai.bench import _child; _child()", "--one", kind, "--config",
+        cmd = [sys.executable, "-c", "from wronai.bench import _child; _child()", "--one", kind, "--config",
                str(config),
                "--steps", str(steps), "--warmup", str(warmup)] + [x for s in sets for x in ("--set", s)]
         p = subprocess.run(cmd, capture_output=True, text=True)
