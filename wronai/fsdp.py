@@ -90,20 +90,20 @@ def rank_report(cfg, ranks, strategy, device, limit_mib, mcfg=None, name=None):
     return "\n".join(lines), need <= limit_mib
 
 # %% ../nbs/06f_fsdp.ipynb #f6f00023
-def launch_problems(cfg, device, env=None, bf16_ok=None):
+def launch_problems(cfg, device, dtype, env=None):
     """`[(key path, message)]`: why `cfg` cannot run under accelerate's FSDP (`env`: the launcher's environment,
-    default `os.environ`) on `device`; empty when it is not launched so. `bf16_ok` as in `pick_dtype`."""
+    default `os.environ`) on `device` with the model in `dtype` (the run's `Runtime.dtype`, decided once by
+    `decide`); empty when it is not launched so."""
     import os
     env = os.environ if env is None else env
     if env.get("ACCELERATE_USE_FSDP", "false").lower() != "true": return []
-    from wronai.models import pick_dtype
     p, q = [], cfg.quantization
     if device == "cpu":
         p.append(("hardware.device", "accelerate runs FSDP on GPUs only: on CPU processes it falls back to plain data "
                   "parallelism (a whole model per process) without a word; shard CPU ranks with torch's fully_shard "
                   "(wronai.fsdp.shard, scripts/fsdp_cpu.py), or launch with --multi_gpu for data parallelism"))
     if q.load_in_4bit:
-        want = str(pick_dtype(cfg.model.dtype, device, bf16_ok)[0]).removeprefix("torch.")
+        want = str(dtype).removeprefix("torch.")
         if q.bnb_4bit_quant_storage != want:
             p.append(("quantization.bnb_4bit_quant_storage",
                       f"is {q.bnb_4bit_quant_storage}; FSDP shards floating-point tensors only, gathered per layer in "

@@ -179,7 +179,7 @@ def train(cfg, output_dir=None, max_steps=None, resume=False, callbacks=(), cach
     rt = decide(cfg)
     device, auto = rt.device, rt.why_checkpointing
     # under accelerate's FSDP: a GPU, and the 4-bit weights stored in the model's dtype (06f_fsdp)
-    if problems := launch_problems(cfg, device): raise ConfigError(problems)
+    if problems := launch_problems(cfg, device, rt.dtype): raise ConfigError(problems)
     given, cfg = cfg, rt.settle(cfg)
     if lean_malloc and device == "cpu": lean_cpu_malloc()
     args, env, notes = training_arguments(cfg, out, max_steps, rt)
