@@ -126,7 +126,7 @@ def test_profile_script_runs_compare_only_in_their_dropout():
     peft's dropout draws bernoulli_ masks."""
     import json, sys
     small = ["--steps", "3", "--warmup", "1", "--profile", "1", "--set", "training.per_device_train_batch_size=2",
-             "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8"]
+             "--set", "data.max_examples=64", "--set", "data.max_eval_examples=8", "--set", "data.max_seq_length=128"]
     runs = {}
     for name in ("torch", "cpu"):
         r = subprocess.run([sys.executable, "scripts/profile_cpu.py", "--one", name, *small], capture_output=True,
