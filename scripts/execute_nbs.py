@@ -18,6 +18,7 @@ from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 from fastcore.xtras import working_directory
 from nbdev.config import get_config
+from wronai.quant import KERNELS_LINES
 
 ROOT = Path(__file__).resolve().parent.parent
 flags = get_config().tst_flags.split()                  # split as nbdev_test splits them
@@ -56,9 +57,9 @@ def small_png(b64):
     im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode() if buf.tell() < len(b64) * 3 // 4 else b64
 
-# bitsandbytes' lookup of its optional hub kernel (the `kernels` package), which says only that this machine is offline
-HUB_KERNEL = re.compile(r"^(Skipping publisher trust check for|Failed to load CPU gemm_4bit_forward from) "
-                        r"'?kernels-community")
+# bitsandbytes' lookup of its optional hub kernel (the `kernels` package), which says only that this machine is offline:
+# the lines `wronai.quant.kernels_line_explained` explains, printed where a notebook imports bitsandbytes outside it
+HUB_KERNEL = re.compile("^(" + "|".join(map(re.escape, KERNELS_LINES.values())) + ")")
 
 def tidy(nb):
     "Clean every output of `nb` in place."

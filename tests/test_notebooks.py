@@ -2,7 +2,7 @@
 that call `quick_run()` get the session's shared quick_test run (conftest.py) instead of training their own.
 
 The processes are forks of one server per test process that has imported torch, transformers, peft, bitsandbytes,
-datasets and the notebook runner already (multiprocessing's forkserver): a fresh interpreter would spend about 5 CPU
+datasets and the notebook runner already (multiprocessing's forkserver): a fresh interpreter would spend about 4 CPU
 seconds on those imports for each of the 30 notebooks. Nothing of wronai is imported there, so each notebook imports
 it afresh."""
 import multiprocessing, os, shutil
