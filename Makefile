@@ -5,7 +5,7 @@ PY ?= python
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_HUB_OFFLINE ?= 1
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install lint test test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
+.PHONY: install lint test test-avx2 test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -23,6 +23,14 @@ lint: install  ## ruff on the package, scripts, tests and notebooks (the rules a
 TEST_JOBS ?= 2
 test: install lint  ## every notebook and test, in TEST_JOBS processes; one shared quick_test run serves all that need an adapter (tests/conftest.py)
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+
+# the kernels a CPU without AVX512 gets, on one that has it: torch's own, MKL's and oneDNN's limited to AVX2, and
+# bitsandbytes told there is no AVX512-BF16 (scripts/avx2/sitecustomize.py). An estimate of that class's make test on
+# this machine's cores and clock, not a measurement of the class
+AVX2_ENV = ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	PYTHONPATH=$(CURDIR)/scripts/avx2$${PYTHONPATH:+:$$PYTHONPATH}
+test-avx2:  ## make test with the CPU's kernels limited to AVX2, as on the CPU class without AVX512
+	$(AVX2_ENV) $(MAKE) test
 
 test-slow: install  ## the notebooks with their `#| slow` cells too (the full-length trainings a student runs)
 	WRONAI_TEST_FLAGS=slow $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder tests/test_notebooks.py
