@@ -99,9 +99,13 @@ def _needs(item):
 
 @pytest.hookimpl(trylast=True)                                 # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(session, config, items):
-    "Tests that need the shared run go last; the run starts now, in the background, if any of them was collected."
-    # the evaluation comes last
-    need = sorted((i for i in items if _needs(i)), key=lambda i: "quick_eval" in getattr(i, "fixturenames", ()))
+    """Tests that need the shared run go last, the notebooks among them first; the run starts now, in the background,
+    if any of them was collected."""
+    # pytest-xdist hands each worker its next tests ahead of time, so the last few sit in one worker's queue while the
+    # other may have none left: the long ones go first (the notebooks: 07_eval alone takes over 3 minutes on 2 cores
+    # where the kernels are AVX2's), the short ones after, and the evaluation's own checks, which wait for it, last
+    need = sorted((i for i in items if _needs(i)), key=lambda i: ("quick_eval" in getattr(i, "fixturenames", ()),
+                                                                  not i.nodeid.startswith("tests/test_notebooks.py")))
     items[:] = [i for i in items if not _needs(i)] + need
     if need and SHARED is not None and not config.option.collectonly: SHARED.start()
 
