@@ -49,6 +49,21 @@ def test_make_train_may_reach_the_hub_while_make_test_stays_offline(tmp_path):
     assert seen("train", "CONFIG=configs/default.yaml") == {"OFFLINE None None"}
     assert seen("test") == {"OFFLINE 1 1"}
 
+def test_make_test_avx2_gives_the_tests_the_kernels_of_a_cpu_without_avx512(tmp_path):
+    """`make test-avx2` is `make test` with torch's kernels at AVX2 and bitsandbytes told that the CPU has no
+    AVX512-BF16 (scripts/avx2/sitecustomize.py), whatever this CPU has."""
+    probe = tmp_path/"probe.py"     # stands in for python; in the pytest line, says what a process of the tests sees
+    probe.write_text("import sys\n"
+                     "if 'pytest' in sys.argv:\n"
+                     "    import torch, bitsandbytes.functional as bf, bitsandbytes.nn.modules as bm\n"
+                     "    print('KERNELS', torch.backends.cpu.get_cpu_capability(), bf.has_avx512bf16(), "
+                     "bm.has_avx512bf16())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    r = subprocess.run(["make", "-s", "-C", str(ROOT), "test-avx2", f"PY={sys.executable} {probe}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [l for l in r.stdout.splitlines() if l.startswith("KERNELS")] == ["KERNELS AVX2 False False"], r.stdout
+
 def test_upstream_reproduction_of_the_cpu_packing_gradient_loss():
     """scripts/repro_bnb_cpu_packing.py, bitsandbytes and torch alone: exit 1 shows the bug (AVX512-BF16 CPUs), 2 says
     it cannot show here."""
