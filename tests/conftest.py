@@ -105,7 +105,7 @@ def pytest_collection_modifyitems(session, config, items):
     # other may have none left: the long ones go first (the notebooks: 07_eval alone takes over 3 minutes on 2 cores
     # where the kernels are AVX2's), the short ones after, and the evaluation's own checks, which wait for it, last
     need = sorted((i for i in items if _needs(i)), key=lambda i: ("quick_eval" in getattr(i, "fixturenames", ()),
-                                                                  not i.nodeid.startswith("tests/test_notebooks.py")))
+                                                                  i.path.name != "test_notebooks.py"))
     items[:] = [i for i in items if not _needs(i)] + need
     if need and SHARED is not None and not config.option.collectonly: SHARED.start()
 

@@ -33,36 +33,40 @@ def test_readme_names_the_commands():
     assert "make test" in text and "make train" in text and "wronai config check" in text and "wronai train" in text
     assert "wronai eval" in text and "wronai chat" in text and "## Benchmarks" in text
 
+def probed_make(tmp_path, probe, *args, drop=()):
+    """stdout of `make ARGS` with `probe` (Python source) standing in for python in every recipe line, so that a
+    target's lines show what their processes are given instead of doing their work; `drop`: variables taken out of the
+    environment first (make's own always are)."""
+    path = tmp_path/"probe.py"
+    path.write_text(probe)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", *drop)}
+    r = subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PY={sys.executable} {path}"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
 def test_make_train_may_reach_the_hub_while_make_test_stays_offline(tmp_path):
     """`make train CONFIG=configs/default.yaml` downloads Mistral-7B on Colab, so make must not switch the hub off for
     it."""
-    probe = tmp_path/"probe.py"     # stands in for python in every recipe line and prints what it was given
-    probe.write_text("import os; print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'), "
-                     "os.environ.get('HF_DATASETS_OFFLINE'))\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MAKEFLAGS", "MAKELEVEL")}
+    # prints what each recipe line was given
+    probe = "import os; print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'), os.environ.get('HF_DATASETS_OFFLINE'))\n"
     def seen(*args):
-        r = subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PY={sys.executable} {probe}"], capture_output=True,
-                           text=True, env=env)
-        assert r.returncode == 0, r.stderr
-        return {l for l in r.stdout.splitlines() if l.startswith("OFFLINE")}
+        out = probed_make(tmp_path, probe, *args, drop=("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+        return {l for l in out.splitlines() if l.startswith("OFFLINE")}
     assert seen("train", "CONFIG=configs/default.yaml") == {"OFFLINE None None"}
     assert seen("test") == {"OFFLINE 1 1"}
 
 def test_make_test_avx2_gives_the_tests_the_kernels_of_a_cpu_without_avx512(tmp_path):
     """`make test-avx2` is `make test` with torch's kernels at AVX2 and bitsandbytes told that the CPU has no
     AVX512-BF16 (scripts/avx2/sitecustomize.py), whatever this CPU has."""
-    probe = tmp_path/"probe.py"     # stands in for python; in the pytest line, says what a process of the tests sees
-    probe.write_text("import sys\n"
-                     "if 'pytest' in sys.argv:\n"
-                     "    import torch, bitsandbytes.functional as bf, bitsandbytes.nn.modules as bm\n"
-                     "    print('KERNELS', torch.backends.cpu.get_cpu_capability(), bf.has_avx512bf16(), "
-                     "bm.has_avx512bf16())\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
-    r = subprocess.run(["make", "-s", "-C", str(ROOT), "test-avx2", f"PY={sys.executable} {probe}"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert [l for l in r.stdout.splitlines() if l.startswith("KERNELS")] == ["KERNELS AVX2 False False"], r.stdout
+    # in the pytest line: what a process of the tests sees
+    probe = ("import sys\n"
+             "if 'pytest' in sys.argv:\n"
+             "    import torch, bitsandbytes.functional as bf, bitsandbytes.nn.modules as bm\n"
+             "    print('KERNELS', torch.backends.cpu.get_cpu_capability(), bf.has_avx512bf16(), "
+             "bm.has_avx512bf16())\n")
+    out = probed_make(tmp_path, probe, "test-avx2")
+    assert [l for l in out.splitlines() if l.startswith("KERNELS")] == ["KERNELS AVX2 False False"], out
 
 def test_upstream_reproduction_of_the_cpu_packing_gradient_loss():
     """scripts/repro_bnb_cpu_packing.py, bitsandbytes and torch alone: exit 1 shows the bug (AVX512-BF16 CPUs), 2 says
