@@ -5,7 +5,7 @@ PY ?= python
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_HUB_OFFLINE ?= 1
 test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install lint test test-avx2 test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
+.PHONY: install lint test test-avx2 bench-avx2 test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
 
 install:
 	@# torch only when missing: Colab keeps its CUDA build; here 2.13.0 is a CPU wheel on local disk
@@ -47,6 +47,9 @@ train: install  ## the main job: `make train` (quick_test on the packaged model,
 
 bench: install  ## wronai's trainer against TRL's SFTTrainer on the quick_test work, 30 steps each (about 10 minutes on 2 cores), then the README's table
 	$(PY) -c "from wronai.cli import main; raise SystemExit(main())" bench --config configs/quick_test.yaml --steps 30 --json benchmarks/bench_cpu.json
+	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
+bench-avx2: install  ## make bench on the kernels of a CPU without AVX512 (see test-avx2; about 40 minutes on 2 cores), into bench_cpu_avx2.json
+	$(AVX2_ENV) $(PY) -c "from wronai.cli import main; raise SystemExit(main())" bench --config configs/quick_test.yaml --steps 30 --json benchmarks/bench_cpu_avx2.json
 	$(PY) scripts/execute_nbs.py nbs/index.ipynb && $(MAKE) clean-nbs
 
 EXPERIMENT_STEPS ?= 100
