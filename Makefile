@@ -2,8 +2,8 @@
 PY ?= python
 # test, benchmark and outputs use packaged models and built data only, so the Hugging Face libraries are told to stay
 # offline. train is left alone: `make train CONFIG=configs/default.yaml` downloads Mistral-7B from the hub.
-test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_HUB_OFFLINE ?= 1
-test test-slow benchmark benchmark-full bench profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench bench-avx2 profile outputs experiments: export HF_HUB_OFFLINE ?= 1
+test test-slow benchmark benchmark-full bench bench-avx2 profile outputs experiments: export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: install lint test test-avx2 bench-avx2 test-slow test-gpu bench-cuda train benchmark benchmark-full bench profile experiments clean-nbs outputs
 

@@ -56,17 +56,24 @@ def test_make_train_may_reach_the_hub_while_make_test_stays_offline(tmp_path):
     assert seen("train", "CONFIG=configs/default.yaml") == {"OFFLINE None None"}
     assert seen("test") == {"OFFLINE 1 1"}
 
-def test_make_test_avx2_gives_the_tests_the_kernels_of_a_cpu_without_avx512(tmp_path):
-    """`make test-avx2` is `make test` with torch's kernels at AVX2 and bitsandbytes told that the CPU has no
-    AVX512-BF16 (scripts/avx2/sitecustomize.py), whatever this CPU has."""
-    # in the pytest line: what a process of the tests sees
+def test_make_test_avx2_and_bench_avx2_give_the_kernels_of_a_cpu_without_avx512(tmp_path):
+    """`make test-avx2` is `make test`, and `make bench-avx2` `make bench`, with torch's kernels at AVX2 and
+    bitsandbytes told that the CPU has no AVX512-BF16 (scripts/avx2/sitecustomize.py), whatever this CPU has; the
+    bench's JSON records it (`cpu_flags()["kernels"]`)."""
+    # in the pytest line and the bench line: what their processes see
     probe = ("import sys\n"
-             "if 'pytest' in sys.argv:\n"
+             "if 'pytest' in sys.argv or 'bench' in sys.argv:\n"
              "    import torch, bitsandbytes.functional as bf, bitsandbytes.nn.modules as bm\n"
+             "    from wronai.quant import cpu_flags\n"
+             "    k = cpu_flags()['kernels']\n"
              "    print('KERNELS', torch.backends.cpu.get_cpu_capability(), bf.has_avx512bf16(), "
-             "bm.has_avx512bf16())\n")
-    out = probed_make(tmp_path, probe, "test-avx2")
-    assert [l for l in out.splitlines() if l.startswith("KERNELS")] == ["KERNELS AVX2 False False"], out
+             "bm.has_avx512bf16(), k['torch'], k['bitsandbytes_avx512bf16'])\n")
+    # bench-avx2 with MAKE=true: its closing `$(MAKE) clean-nbs` (nbdev_export rewriting the package under running
+    # tests) is left out; test-avx2 is `$(MAKE) test` itself
+    for target, more in (("test-avx2", ()), ("bench-avx2", ("MAKE=true",))):
+        out = probed_make(tmp_path, probe, target, *more)
+        assert [l for l in out.splitlines() if l.startswith("KERNELS")] == ["KERNELS AVX2 False False AVX2 False"], (
+            target, out)
 
 def test_upstream_reproduction_of_the_cpu_packing_gradient_loss():
     """scripts/repro_bnb_cpu_packing.py, bitsandbytes and torch alone: exit 1 shows the bug (AVX512-BF16 CPUs), 2 says
