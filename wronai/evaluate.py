@@ -167,19 +167,21 @@ def generate_answers(model, tok, recs, prompt_format="polish_tags", max_new_toke
     `prompts`: one prompt per record instead of `render`'s; `first_line`: the answer ends at its first line break
     (few-shot prompts)."""
     stops = stop_ids(tok)
-    dev, out = next(model.parameters()).device, []
-    for i in range(0, len(recs), batch_size):
-        ps = prompts[i:i + batch_size] if prompts is not None else [render(r, tok, prompt_format)[0]
-                                                                    for r in recs[i:i + batch_size]]
+    dev, out = next(model.parameters()).device, [None] * len(recs)
+    if prompts is None: prompts = [render(r, tok, prompt_format)[0] for r in recs]
+    # batches of similar length: less padding to compute (stable, so equal lengths keep their order)
+    order = sorted(range(len(recs)), key=lambda i: len(tok(prompts[i]).input_ids))
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
         # generation continues each prompt's end
-        b = tok(ps, return_tensors="pt", padding=True, padding_side="left").to(dev)
+        b = tok([prompts[j] for j in idx], return_tensors="pt", padding=True, padding_side="left").to(dev)
         g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                            pad_token_id=tok.pad_token_id)
-        for row in g[:, b["input_ids"].shape[1]:].tolist():                        # the new tokens only
-            end = next((j for j, x in enumerate(row) if x in stops), None)
+        for j, row in zip(idx, g[:, b["input_ids"].shape[1]:].tolist()):         # the new tokens only
+            end = next((k for k, x in enumerate(row) if x in stops), None)
             text = tok.decode(row[:end], skip_special_tokens=True)
             if first_line and "\n" in text.lstrip("\n"): text, end = text.lstrip("\n").split("\n", 1)[0], 0
-            out.append((text.strip(), end is not None))
+            out[j] = (text.strip(), end is not None)
     return out
 
 # %% ../nbs/07_eval.ipynb #4b726924
