@@ -169,12 +169,13 @@ def generate_answers(model, tok, recs, prompt_format="polish_tags", max_new_toke
     stops = stop_ids(tok)
     dev, out = next(model.parameters()).device, [None] * len(recs)
     if prompts is None: prompts = [render(r, tok, prompt_format)[0] for r in recs]
-    # batches of similar length: less padding to compute (stable, so equal lengths keep their order)
-    order = sorted(range(len(recs)), key=lambda i: len(tok(prompts[i]).input_ids))
+    # tokenized once; batches of similar length: less padding to compute (stable, so equal lengths keep their order)
+    ids = tok(prompts).input_ids
+    order = sorted(range(len(recs)), key=lambda i: len(ids[i]))
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         # generation continues each prompt's end
-        b = tok([prompts[j] for j in idx], return_tensors="pt", padding=True, padding_side="left").to(dev)
+        b = tok.pad({"input_ids": [ids[j] for j in idx]}, return_tensors="pt", padding_side="left").to(dev)
         g = model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                            pad_token_id=tok.pad_token_id)
         for j, row in zip(idx, g[:, b["input_ids"].shape[1]:].tolist()):         # the new tokens only
